@@ -1,0 +1,43 @@
+# One command sets everything up and runs the main job (`make demo`); one runs the tests (`make test`).
+# Setup is a stamp file: it runs once on a fresh clone and again only when a pyproject changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.promptsr-installed
+OUT    ?= demo_out
+export HF_HUB_OFFLINE = 1
+
+.PHONY: setup demo test lint format bench clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build on local disk; any other spec pulls a multi-GB CUDA build.
+$(STAMP): packages/sr-degrade/pyproject.toml packages/promptsr-model/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e 'packages/sr-degrade[embed,test]' -e 'packages/promptsr-model[test]'
+	touch $@
+
+# The main job on the embedded default (the bundled photos): LR images, prompts and a contact sheet.
+demo: setup
+	$(BIN)/sr-degrade demo --out $(OUT)
+	@echo "open $(OUT)/contact_sheet.png"
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup
+	$(BIN)/python bench/degrade.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache .ruff_cache .hypothesis
