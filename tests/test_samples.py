@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import photo
+
 from sr_degrade.samples import SAMPLE_NAMES, sample_dir, sample_paths
 
 EXPECTED_SIZES = {  # (H, W) as documented in data/samples/LICENSES.md

@@ -1,12 +1,12 @@
 """sr-degrade: the degradation model of text-prompt super-resolution, and its words.
 
-    from sr_degrade import DegradationConfig, sample_params, degrade, describe, bins, parse_prompt
+from sr_degrade import DegradationConfig, sample_params, degrade, describe, bins, parse_prompt
 
-    cfg = DegradationConfig()                       # the paper's settings
-    params = sample_params(cfg, np.random.default_rng(3))
-    lr = degrade(hr, params)                        # H x W x 3 uint8 -> (H//4) x (W//4) x 3 uint8
-    describe(params)                                # "heavy blur, upsample, medium noise, ..."
-    parse_prompt("light noise, downsample")         # {"noise": "light", "resize2": "downsample"}
+cfg = DegradationConfig()                       # the paper's settings
+params = sample_params(cfg, np.random.default_rng(3))
+lr = degrade(hr, params)                        # H x W x 3 uint8 -> (H//4) x (W//4) x 3 uint8
+describe(params)                                # "heavy blur, upsample, medium noise, ..."
+parse_prompt("light noise, downsample")         # {"noise": "light", "resize2": "downsample"}
 """
 
 from .config import DegradationConfig

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 
 from . import __version__
@@ -63,7 +62,8 @@ def _check_format(fmt: str) -> str:
 
 
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="YAML or JSON degradation config (partial files override defaults).")
+    Optional[Path],
+    typer.Option("--config", "-c", help="YAML or JSON degradation config (partial files override defaults)."),
 ]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help=f"Prompt format: {', '.join(PROMPT_FORMATS)}.")]
 
@@ -77,7 +77,9 @@ def degrade_cmd(
     config: ConfigOpt = None,
     fmt: FormatOpt = "original",
     scale: Annotated[Optional[int], typer.Option(help="SR factor (overrides the config's).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON: prompt, bins and exact parameters.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only JSON: prompt, bins and exact parameters.")
+    ] = False,
 ) -> None:
     """Degrade one photo: write its LR image and print the prompt that describes the degradation.
 

@@ -12,6 +12,7 @@ It round-trips through plain dicts, YAML and JSON (`from_dict`, `to_dict`, `load
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import types
@@ -79,8 +80,8 @@ def _check_words(section: str, name: str, words: tuple, n: int = 3) -> None:
     if len(words) != n:
         raise _fail(section, name, f"needs exactly {n} phrases (one per level)", list(words))
     for w in words:
-        if not isinstance(w, str) or not w.strip() or any(c in w for c in ",;[]"):
-            raise _fail(section, name, "phrases must be non-empty text without , ; [ ]", list(words))
+        if not isinstance(w, str) or not canonical_phrase(w) or any(c in w for c in ",;[]"):
+            raise _fail(section, name, "phrases need letters or digits and no , ; [ ]", list(words))
 
 
 def _resolve_edges(section: str, name: str, edges: tuple | None, rng: tuple) -> tuple:
@@ -92,7 +93,7 @@ def _resolve_edges(section: str, name: str, edges: tuple | None, rng: tuple) -> 
     edges = tuple(float(e) for e in edges)
     if len(edges) != 4:
         raise _fail(section, name, "needs 4 ascending edges for 3 bins", list(edges))
-    if any(not a < b for a, b in zip(edges, edges[1:])):
+    if any(not a < b for a, b in itertools.pairwise(edges)):
         raise _fail(section, name, "edges must be strictly ascending", list(edges))
     if not (math.isclose(edges[0], lo) and math.isclose(edges[-1], hi)):
         raise _fail(section, name, f"edges must start at {lo} and end at {hi} (the range)", list(edges))
@@ -324,8 +325,9 @@ class DegradationConfig:
 
 
 def canonical_phrase(text: str) -> str:
-    """Matching form of a phrase: lower case, hyphens dropped, single spaces ("Up-Sample" -> "upsample")."""
-    return " ".join(text.lower().replace("-", "").split())
+    """Matching form of a phrase: lower case letters and digits only ("Up-Sample" -> "upsample",
+    "Medium-Compression" -> "mediumcompression"), so spacing and hyphenation never matter."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
 def _to_plain(obj: Any) -> Any:

@@ -144,9 +144,7 @@ def parse_prompt(text: str, strict: bool = True, cfg: DegradationConfig = _DEFAU
 
     def put(component: str, level: str) -> None:
         if levels.get(component, level) != level:
-            raise PromptError(
-                f"prompt {text!r} gives {component} two levels: {levels[component]!r} and {level!r}"
-            )
+            raise PromptError(f"prompt {text!r} gives {component} two levels: {levels[component]!r} and {level!r}")
         levels[component] = level
 
     for raw in _SPLIT.split(text.strip(_STRIP)):
