@@ -192,3 +192,23 @@ def test_jpeg_quality_out_of_range_is_refused(quality):
 def test_uint8_conversions_round_trip(astronaut):
     assert np.array_equal(ops.to_uint8(ops.to_float(astronaut)), astronaut)
     assert ops.to_uint8(np.array([-0.5, 0.5, 1.7])).tolist() == [0, 128, 255]
+
+
+def test_separable_kernels_take_the_fast_path_and_give_the_same_convolution(astronaut):
+    img = ops.to_float(astronaut)
+    for kernel in (ops.gaussian_kernel(21, 2.7), ops.gaussian_kernel(13, 2.0, 0.6, 0.0)):  # both rank 1
+        direct = cv2.filter2D(img, -1, kernel[::-1, ::-1].copy(), borderType=cv2.BORDER_REFLECT_101)
+        np.testing.assert_allclose(ops.blur(img, kernel), direct, atol=2e-6)
+
+
+@pytest.mark.parametrize(("levels", "value"), [(256, 0), (256, 1), (256, 77), (256, 255), (2, 200), (1, 128)])
+def test_poisson_sampler_draws_the_poisson_distribution(levels, value):
+    # Compare the histogram with the exact pmf: every bin within 5 standard errors.
+    n = 200_000
+    lam = value * levels / 255
+    x = ops.poisson_8bit(np.full(n, value, np.uint8), levels, np.random.default_rng(value))
+    assert x.mean() == pytest.approx(lam, abs=5 * math.sqrt(max(lam, 1e-9) / n) + 1e-12)
+    k = np.arange(int(lam + 8 * math.sqrt(lam) + 10))
+    pmf = np.exp(k * math.log(lam) - lam - np.array([math.lgamma(i + 1) for i in k])) if lam > 0 else (k == 0) * 1.0
+    observed = np.bincount(x, minlength=k.size)[: k.size] / n
+    np.testing.assert_array_less(np.abs(observed - pmf), 5 * np.sqrt(pmf * (1 - pmf) / n) + 1e-4)
