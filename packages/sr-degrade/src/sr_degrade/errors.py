@@ -20,3 +20,15 @@ class ImageError(SrDegradeError):
 
 class PromptError(SrDegradeError):
     """A prompt holds a phrase outside the vocabulary (strict mode) or contradicts itself."""
+
+
+class SourceError(SrDegradeError):
+    """A data source is missing, malformed, or does not match its manifest."""
+
+
+class EncoderError(SrDegradeError):
+    """A text encoder cannot be found or loaded, or embeddings come from another encoder."""
+
+
+class BuildError(SrDegradeError):
+    """A shard build cannot start or continue (existing output of another config, full disk, ...)."""
