@@ -192,6 +192,175 @@ def demo_cmd(
     typer.echo(f"wrote {len(records)} LR images, {out / 'prompts.jsonl'} and {out / 'contact_sheet.png'}")
 
 
+@app.command("build")
+@friendly
+def build_cmd(
+    src: Annotated[
+        str, typer.Option("--src", help="Named source (LSDIR, DIV2K-val, ...), 'sample', a folder or a list file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the shards, index.parquet, build.json.")],
+    root: Annotated[
+        Optional[str], typer.Option("--root", help="Root folder of a named source (or its environment variable).")
+    ] = None,
+    split: Annotated[
+        Optional[str],
+        typer.Option("--split", help="The named source's split (default: train, or its only split); names the shards."),
+    ] = None,
+    crop_size: Annotated[
+        Optional[int],
+        typer.Option("--crop-size", help="HR crop side; default 512 (256 for 'sample'); 0 = whole image."),
+    ] = None,
+    crops_per_image: Annotated[int, typer.Option("--crops-per-image", help="Crops (samples) per image.")] = 1,
+    val: Annotated[
+        bool, typer.Option("--val", help="Evaluation set: whole images, one fixed degradation each.")
+    ] = False,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Samples per shard.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Build seed; same seed and arguments, same bytes.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0 = all cores).")] = 0,
+    text_encoder: Annotated[
+        Optional[str],
+        typer.Option(
+            "--text-encoder",
+            help="Hugging Face name or local path (default openai/clip-vit-large-patch14); 'minilm' works offline.",
+        ),
+    ] = None,
+    no_embed: Annotated[bool, typer.Option("--no-embed", help="Store no embeddings (prompts only).")] = False,
+    fmt: FormatOpt = "original",
+    holdout: Annotated[
+        float, typer.Option("--holdout", help="Fraction of source images held out (whole images, stable hash).")
+    ] = 0.0,
+    take: Annotated[
+        str, typer.Option("--take", help="With --holdout: 'rest' builds the others, 'holdout' the held-out images.")
+    ] = "rest",
+    part: Annotated[
+        Optional[str], typer.Option("--part", help="Build slice i of N ('i/N'), for a job array; see 'merge'.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted build with the same arguments.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a build already in --out.")] = False,
+    config: ConfigOpt = None,
+    scale: Annotated[Optional[int], typer.Option(help="SR factor (overrides the config's).")] = None,
+    no_check: Annotated[
+        bool, typer.Option("--no-manifest-check", help="Do not compare a named source with its manifest first.")
+    ] = False,
+) -> None:
+    """Build webdataset shards: HR crop, LR, prompt, exact parameters and text embedding per sample."""
+    from .build import BuildOptions, build
+
+    part_tuple = (0, 1)
+    if part is not None:
+        try:
+            i, n = (int(v) for v in part.split("/"))
+        except ValueError:
+            raise SrDegradeError(f"--part {part!r}: expected i/N, e.g. 0/4") from None
+        part_tuple = (i, n)
+    opts = BuildOptions(
+        src=src,
+        out=out,
+        root=root,
+        split=split,
+        crop_size=crop_size,
+        crops_per_image=crops_per_image,
+        val=val,
+        shard_size=shard_size,
+        seed=seed,
+        workers=workers,
+        text_encoder=text_encoder,
+        embed=not no_embed,
+        prompt_format=fmt,
+        holdout=holdout,
+        take=take,
+        part=part_tuple,
+        resume=resume,
+        overwrite=overwrite,
+        check_manifest=not no_check,
+        config=_load_config(config, scale),
+    )
+    summary = build(opts)
+    typer.echo(summary.text())
+    if summary.errors:
+        typer.echo(f"{summary.errors} images could not be used: see the errors.jsonl in {out}", err=True)
+
+
+@app.command("merge")
+@friendly
+def merge_cmd(
+    out: Annotated[Path, typer.Argument(help="Folder to write the merged index.parquet and build.json into.")],
+    parts: Annotated[
+        Optional[list[Path]], typer.Argument(help="Folders holding the parts (default: OUT itself).")
+    ] = None,
+) -> None:
+    """Join the indexes of a build split with --part i/N into one index.parquet."""
+    from .build import merge_parts
+
+    result = merge_parts(out, parts or None)
+    typer.echo(f"merged {result['parts']} parts: {result['samples']} samples -> {out / 'index.parquet'}")
+
+
+@app.command("inspect")
+@friendly
+def inspect_cmd(
+    folder: Annotated[Path, typer.Argument(help="A build output folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Counts, level histograms, the most common prompts, encoder and sizes of a build."""
+    from .report import format_inspection, inspect_build
+
+    report = inspect_build(folder)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_inspection(report))
+
+
+@app.command("preview")
+@friendly
+def preview_cmd(
+    folder: Annotated[Path, typer.Argument(help="A build output folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG contact sheet to write.")] = Path("preview.png"),
+    count: Annotated[int, typer.Option("--count", "-n", help="Samples to show.")] = 8,
+) -> None:
+    """Draw a contact sheet of the first samples: HR | LR (enlarged) | prompt."""
+    from .report import preview_build
+
+    write_image(output, preview_build(folder, count))
+    typer.echo(f"wrote {output}")
+
+
+@app.command("manifest")
+@friendly
+def manifest_cmd(
+    src: Annotated[str, typer.Option("--src", help="Named source to check (LSDIR, DIV2K-val, ...).")],
+    root: Annotated[Optional[str], typer.Option("--root", help="Root folder of the local copy.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Check one split only.")] = None,
+    write: Annotated[
+        Optional[Path],
+        typer.Option("--write", help="Write a manifest of the folder --root (named --src) to this file."),
+    ] = None,
+    decode: Annotated[bool, typer.Option("--decode", help="Also decode every image to find unreadable ones.")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Processes for --decode (0 = all cores).")] = 0,
+) -> None:
+    """Check a local copy of a named source against its manifest, or write a manifest for a new folder."""
+    import os
+
+    from .sources import check_manifest, write_manifest
+
+    if write is not None:
+        if root is None:
+            raise SrDegradeError("--write needs --root: the folder to describe")
+        manifest = write_manifest(root, write, name=src, decode=decode, workers=workers or os.cpu_count() or 1)
+        count = sum(s.count or 0 for s in manifest.splits)
+        typer.echo(f"wrote {write} ({manifest.name}: {count} files)")
+        bad = [item for s in manifest.splits for item in (s.unreadable or ())]
+        for _key, reason in bad:
+            typer.echo(f"unreadable: {reason}", err=True)
+        if bad:
+            typer.echo(f"{len(bad)} unreadable files are listed in the manifest's 'unreadable' entries", err=True)
+        return
+    report = check_manifest(src, root, split=split, decode=decode, workers=workers or os.cpu_count() or 1)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"sr-degrade {__version__}")

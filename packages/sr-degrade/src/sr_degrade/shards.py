@@ -1,0 +1,268 @@
+"""The shard format (DESIGN.md section 5): writing one sample's members, and reading shards back.
+
+One sample = five tar members sharing a key (the sanitised source-relative path plus the crop
+index, e.g. `HR_train_0001000_0000001_png_c0`):
+
+| member | content |
+|---|---|
+| `hr.png` | uint8 RGB HR crop |
+| `lr.png` | uint8 RGB LR, exactly HR / scale |
+| `txt` | the prompt (UTF-8) |
+| `emb.npy` | float16 [L, D] final hidden states of every token of the prompt, no padding (absent with --no-embed) |
+| `json` | schema, source, image, crop box, seeds, exact op parameters, bins, prompt format, encoder, L, D |
+
+`open_shards` reads them back as typed `ShardSample`s through a webdataset pipeline; `collate`
+pads the embeddings of a batch and returns the attention mask (True = attend). Decoding is ours:
+only these members are decoded, and never with pickle.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SrDegradeError
+from .imageio import decode_image
+from .params import DegradationParams
+
+SCHEMA_VERSION = 1
+#: Tar member metadata fixed so that shards are byte-identical across runs and machines.
+TAR_MTIME = 946684800  # 2000-01-01T00:00:00Z
+TAR_USER = "promptsr"
+TAR_MODE = 0o444
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sample_key(image_key: str, crop_index: int) -> str:
+    """Shard key of one sample: the source-relative path with every character outside
+    [A-Za-z0-9_-] replaced by "_" (webdataset splits keys at the first dot), plus "_c<crop>"."""
+    return f"{_UNSAFE.sub('_', image_key)}_c{crop_index}"
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_json(record: dict[str, Any]) -> bytes:
+    """Canonical JSON (sorted keys, no spaces): the same record always gives the same bytes."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class ShardSample:
+    """One decoded sample. Images are H x W x 3 uint8 RGB; `emb` is float16 [L, D] or None."""
+
+    key: str
+    hr: np.ndarray
+    lr: np.ndarray
+    prompt: str
+    params: DegradationParams
+    meta: dict[str, Any]
+    emb: np.ndarray | None
+
+    @property
+    def scale(self) -> int:
+        return self.params.scale
+
+
+def decode_sample(raw: dict[str, Any]) -> ShardSample:
+    """A webdataset sample dict (member name -> bytes) -> ShardSample."""
+    key = raw.get("__key__", "?")
+    where = f"{raw.get('__url__', '?')} sample {key}"
+    try:
+        meta = json.loads(raw["json"])
+        return ShardSample(
+            key=key,
+            hr=decode_image(raw["hr.png"], f"{where} hr.png"),
+            lr=decode_image(raw["lr.png"], f"{where} lr.png"),
+            prompt=raw["txt"].decode("utf-8"),
+            params=DegradationParams.from_dict(meta["params"]),
+            meta=meta,
+            emb=decode_npy(raw["emb.npy"]) if "emb.npy" in raw else None,
+        )
+    except KeyError as e:
+        raise SrDegradeError(f"{where}: member {e} missing; not a PromptSR shard?") from None
+
+
+def shard_files(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """Shard paths from a folder (its *.tar, sorted), a glob, a brace pattern, or a list."""
+    if isinstance(pattern, (list, tuple)):
+        return [str(p) for p in pattern]
+    text = str(pattern)
+    if os.path.isdir(text):
+        found = sorted(glob.glob(os.path.join(text, "*.tar")))
+    elif "{" in text:
+        import braceexpand
+
+        found = list(braceexpand.braceexpand(text))
+    else:
+        found = sorted(glob.glob(text))
+    if not found:
+        raise SrDegradeError(f"no shards found at {text!r} (a folder of .tar files, a glob or a brace pattern)")
+    return found
+
+
+def aligned_crop(
+    hr: np.ndarray, lr: np.ndarray, size: int, rng: np.random.Generator, flips: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random HR crop of `size` pixels and the LR crop of size / scale at the same place.
+
+    The LR position is drawn on the LR grid and multiplied by the scale, so the pair stays aligned
+    pixel for pixel; with `flips`, both are flipped left-right and up-down with p 0.5 each.
+    """
+    scale = hr.shape[0] // lr.shape[0]
+    if size % scale:
+        raise SrDegradeError(f"crop size {size} must be a multiple of the scale {scale}")
+    small = size // scale
+    if lr.shape[0] < small or lr.shape[1] < small:
+        raise SrDegradeError(f"crop {size} is larger than the sample ({hr.shape[1]}x{hr.shape[0]})")
+    y = int(rng.integers(0, lr.shape[0] - small + 1))
+    x = int(rng.integers(0, lr.shape[1] - small + 1))
+    hr_c = hr[y * scale : (y + small) * scale, x * scale : (x + small) * scale]
+    lr_c = lr[y : y + small, x : x + small]
+    if flips:
+        if rng.random() < 0.5:
+            hr_c, lr_c = hr_c[:, ::-1], lr_c[:, ::-1]
+        if rng.random() < 0.5:
+            hr_c, lr_c = hr_c[::-1], lr_c[::-1]
+    return np.ascontiguousarray(hr_c), np.ascontiguousarray(lr_c)
+
+
+def _worker_seed(seed: int, epoch: int) -> np.random.Generator:
+    from webdataset.utils import pytorch_worker_info
+
+    rank, _, worker, _ = pytorch_worker_info()
+    return np.random.default_rng([seed, rank, worker, epoch])
+
+
+class _Augment:
+    """Pipeline stage: decode, then aligned random crops and flips, from a per-rank/worker generator."""
+
+    def __init__(self, crop: int | None, flips: bool, seed: int, transform: Callable | None):
+        self.crop, self.flips, self.seed, self.transform = crop, flips, seed, transform
+        self.epoch = -1
+
+    def __call__(self, src: Iterator[dict]) -> Iterator[ShardSample]:
+        self.epoch += 1
+        rng = _worker_seed(self.seed, self.epoch)
+        for raw in src:
+            sample = decode_sample(raw)
+            if self.crop:
+                sample.hr, sample.lr = aligned_crop(sample.hr, sample.lr, self.crop, rng, self.flips)
+            yield self.transform(sample, rng) if self.transform else sample
+
+
+class _EvenSplit:
+    """Pipeline stage for finite passes: sample i goes to (rank, worker) number i mod (ranks x workers).
+
+    Every reader walks all shards and keeps its share, so no rank or worker is ever left without
+    data, however few shards there are; each sample is seen exactly once overall.
+    """
+
+    def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
+        from webdataset.utils import pytorch_worker_info
+
+        rank, world, worker, workers = pytorch_worker_info()
+        slot, slots = rank * workers + worker, world * workers
+        for i, sample in enumerate(src):
+            if i % slots == slot:
+                yield sample
+
+
+def open_shards(
+    pattern: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    crop: int | None = None,
+    flips: bool = True,
+    mode: str = "train",
+    shuffle: int = 1000,
+    seed: int = 0,
+    transform: Callable[[ShardSample, np.random.Generator], Any] | None = None,
+):
+    """A webdataset pipeline (a torch IterableDataset) of `ShardSample`s from PromptSR shards.
+
+    mode "train": an endless stream. Each (rank, worker) draws shards with replacement from its own
+        deterministic generator (webdataset's ResampledShards, seeded by `seed`, rank and worker)
+        and shuffles samples in a buffer of `shuffle`; no rank or worker can run dry or wait on
+        another, even with fewer shards than ranks x workers. Count training in steps, not epochs.
+    mode "eval": one finite pass in shard order, each sample exactly once across all ranks and
+        workers (sample i goes to reader i mod (ranks x workers)); no shuffling, no flips.
+
+    `crop` (a multiple of the scale) takes aligned random HR/LR crops; `transform(sample, rng)`
+    runs last, with the reader's generator (e.g. to re-render the prompt in another format).
+    Ranks and workers come from torch.distributed / the DataLoader worker, as webdataset reads them.
+    """
+    import webdataset as wds
+
+    urls = shard_files(pattern)
+    if mode == "train":
+        stages = [
+            wds.ResampledShards(urls, seed=seed, deterministic=True),
+            wds.tarfile_to_samples(),
+            # Deterministic buffer shuffle; the streams already differ per rank and worker.
+            wds.detshuffle(shuffle, initial=min(100, shuffle), seed=seed) if shuffle > 1 else (lambda src: src),
+            _Augment(crop, flips, seed, transform),
+        ]
+    elif mode == "eval":
+        stages = [
+            wds.SimpleShardList(urls),
+            wds.tarfile_to_samples(),
+            _EvenSplit(),
+            _Augment(crop, False, seed, transform),
+        ]
+    else:
+        raise SrDegradeError(f"unknown mode {mode!r}: use 'train' or 'eval'")
+    return wds.DataPipeline(*stages)
+
+
+def collate(samples: Sequence[ShardSample]) -> dict[str, Any]:
+    """Batch ShardSamples for a PyTorch loop.
+
+    Returns hr and lr as float32 tensors (B, 3, H, W) in [0, 1]; emb as float32 (B, L_max, D) padded
+    with zeros and mask (B, L_max) bool, True where a real token is (attend); plus the lists
+    prompt, key and params. All samples must share crop sizes (use `crop=`) and the encoder.
+    """
+    import torch
+
+    hr = torch.from_numpy(np.stack([s.hr for s in samples])).permute(0, 3, 1, 2).float().div_(255.0)
+    lr = torch.from_numpy(np.stack([s.lr for s in samples])).permute(0, 3, 1, 2).float().div_(255.0)
+    batch: dict[str, Any] = {
+        "hr": hr,
+        "lr": lr,
+        "prompt": [s.prompt for s in samples],
+        "key": [s.key for s in samples],
+        "params": [s.params for s in samples],
+    }
+    if all(s.emb is not None for s in samples):
+        length = max(s.emb.shape[0] for s in samples)
+        dim = samples[0].emb.shape[1]
+        emb = torch.zeros(len(samples), length, dim)
+        mask = torch.zeros(len(samples), length, dtype=torch.bool)
+        for i, s in enumerate(samples):
+            emb[i, : s.emb.shape[0]] = torch.from_numpy(s.emb.astype(np.float32))
+            mask[i, : s.emb.shape[0]] = True
+        batch["emb"], batch["mask"] = emb, mask
+    return batch
+
+
+def read_index(folder: str | Path) -> list[dict[str, Any]]:
+    """Rows of a build's index.parquet as dicts."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(Path(folder) / "index.parquet").to_pylist()
