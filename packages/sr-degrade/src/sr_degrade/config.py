@@ -330,6 +330,18 @@ def canonical_phrase(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
+def dataclass_to_dict(obj: Any) -> Any:
+    """A (nested) dataclass as plain dicts, lists and scalars, ready for YAML or JSON."""
+    return _to_plain(obj)
+
+
+def dataclass_from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a (possibly partial) dict, converting lists to tuples and nested
+    dicts to nested dataclasses by the annotations; unknown keys and wrong types raise a
+    ConfigError naming the dotted field (`where` prefixes it). Other typed configs reuse this."""
+    return _from_plain(cls, data, where)
+
+
 def _to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -380,6 +392,12 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"config field '{path}' must be true or false, got {value!r}")
         return value
     if tp in (int, float):
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as text; take it as the number it plainly is.
+            try:
+                value = float(value) if tp is float else int(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config field '{path}' must be a number, got {value!r}")
         if tp is int and int(value) != value:
@@ -389,4 +407,4 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"config field '{path}' must be text, got {value!r}")
         return value
-    return value
+    return value  # Any and other annotations pass through

@@ -469,6 +469,13 @@ def _cli_name(info: EncoderInfo) -> str:
     return OFFLINE_ENCODER if (info.id, info.revision) == (MINILM_HUB_ID, _MINILM_REVISION) else info.id
 
 
+def encoder_name(info: EncoderInfo | dict) -> str:
+    """The name that loads the encoder a record describes: "minilm" for the packaged offline MiniLM
+    (its hub id is not in a cache here), else the recorded id. For trainers and exporters that
+    must reload the encoder recorded with shards or a model."""
+    return _cli_name(info if isinstance(info, EncoderInfo) else EncoderInfo.from_dict(info))
+
+
 def _cached_commit(name: str, revision: str | None) -> str | None:
     """The commit of the cached snapshot that was loaded, or None when the cache cannot tell."""
     if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):

@@ -231,12 +231,27 @@ def open_shards(
     return wds.DataPipeline(*stages)
 
 
+def pad_embeddings(embs: Sequence[np.ndarray]) -> tuple[Any, Any]:
+    """Stack [L_i, D] embeddings into (B, L_max, D) float32 zeros-padded and a (B, L_max) bool
+    mask, True where a real token is (attend)."""
+    import torch
+
+    length = max(e.shape[0] for e in embs)
+    emb = torch.zeros(len(embs), length, embs[0].shape[1])
+    mask = torch.zeros(len(embs), length, dtype=torch.bool)
+    for i, e in enumerate(embs):
+        emb[i, : e.shape[0]] = torch.from_numpy(np.asarray(e, dtype=np.float32))
+        mask[i, : e.shape[0]] = True
+    return emb, mask
+
+
 def collate(samples: Sequence[ShardSample]) -> dict[str, Any]:
     """Batch ShardSamples for a PyTorch loop.
 
     Returns hr and lr as float32 tensors (B, 3, H, W) in [0, 1]; emb as float32 (B, L_max, D) padded
-    with zeros and mask (B, L_max) bool, True where a real token is (attend); plus the lists
-    prompt, key and params. All samples must share crop sizes (use `crop=`) and the encoder.
+    with zeros and mask (B, L_max) bool, True where a real token is (attend), when every sample has
+    an embedding; plus the lists prompt, key and params. All samples must share crop sizes (use
+    `crop=`) and the encoder.
     """
     import torch
 
@@ -250,14 +265,7 @@ def collate(samples: Sequence[ShardSample]) -> dict[str, Any]:
         "params": [s.params for s in samples],
     }
     if all(s.emb is not None for s in samples):
-        length = max(s.emb.shape[0] for s in samples)
-        dim = samples[0].emb.shape[1]
-        emb = torch.zeros(len(samples), length, dim)
-        mask = torch.zeros(len(samples), length, dtype=torch.bool)
-        for i, s in enumerate(samples):
-            emb[i, : s.emb.shape[0]] = torch.from_numpy(s.emb.astype(np.float32))
-            mask[i, : s.emb.shape[0]] = True
-        batch["emb"], batch["mask"] = emb, mask
+        batch["emb"], batch["mask"] = pad_embeddings([s.emb for s in samples])
     return batch
 
 

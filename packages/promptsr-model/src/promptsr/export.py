@@ -1,0 +1,182 @@
+"""A self-contained model folder from a training run, and loading it back.
+
+    promptsr export runs/promptsr_x4 -o model/
+
+model/
+    promptsr.json             format, version, scale, preset, trained steps, EMA or not, encoder identity
+    unet/                     the denoiser: config.json + diffusion_pytorch_model.safetensors
+                              (the EMA weights when the run kept an EMA)
+    scheduler/                diffusers DDIM scheduler config on the training schedule (T = 2000, linear betas)
+    diffusion.json            our DiffusionConfig
+    encoder.json              the text encoder the model was trained with (id, revision, dtype, D)
+    degradation.json          the degradation config of the training data (ranges, bins, words)
+    vocabulary.json           the prompt phrases, and the prompts of the embedding table in table order
+    embeddings.safetensors    float16 [L, D] of every prompt the vocabulary forms in the original format
+                              (each op at each level or absent, fixed order, resize2's phrase always) + the empty prompt
+
+With the table, inference with an in-vocabulary prompt needs no text encoder at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sr_degrade.config import LEVELS, RESIZE1_LEVELS, DegradationConfig
+from sr_degrade.errors import SrDegradeError
+from sr_degrade.text import phrase, vocabulary
+
+from . import __version__
+from .config import TrainConfig, load_train_config
+from .diffusion import DiffusionConfig, sampling_scheduler
+
+FORMAT = "promptsr-model"
+
+
+def table_prompts(cfg: DegradationConfig) -> list[str]:
+    """Every original-format prompt of the vocabulary (4 x 4 x 4 x 4 = 256), then the empty prompt."""
+    choices = [
+        [None, *[phrase("blur", lvl, cfg) for lvl in LEVELS]],
+        [None, *[phrase("resize1", lvl, cfg) for lvl in RESIZE1_LEVELS]],
+        [None, *[phrase("noise", lvl, cfg) for lvl in LEVELS]],
+        [None, *[phrase("jpeg", lvl, cfg) for lvl in LEVELS]],
+    ]
+    prompts = []
+    for combo in itertools.product(*choices):
+        prompts.append(", ".join([p for p in combo if p is not None] + [cfg.resize2.word]))
+    return [*prompts, ""]
+
+
+def normalise_prompt(text: str) -> str:
+    """Case, spacing and brackets do not change a table look-up:
+    "[Heavy Blur,downsample]" -> "heavy blur, downsample"."""
+    parts = [" ".join(p.strip(" []()\"'").lower().split()) for p in text.strip(" []()\"'").split(",")]
+    return ", ".join(p for p in parts if p)
+
+
+def _latest_checkpoint(run: Path) -> Path:
+    found = sorted((run / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not found:
+        raise SrDegradeError(f"{run}: no checkpoints/step_* folder; is this a training run directory?")
+    return found[-1]
+
+
+def export_model(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    use_ema: bool = True,
+    text_encoder: str | None = None,
+) -> Path:
+    """Write the model folder described in the module doc from a run (its latest checkpoint)."""
+    from safetensors.torch import load_file, save_file
+
+    from sr_degrade.embed import check_same_encoder, encoder_name, load_text_encoder
+
+    from .unet import build_unet
+
+    run, out = Path(run_dir), Path(out)
+    if not (run / "config.yaml").exists():
+        raise SrDegradeError(f"{run}: no config.yaml; is this a training run directory?")
+    cfg: TrainConfig = load_train_config(run / "config.yaml")
+    encoder_info = json.loads((run / "encoder.json").read_text())
+    degradation = json.loads((run / "degradation.json").read_text())
+    deg_cfg = DegradationConfig.from_dict(degradation)
+    ckpt = Path(checkpoint) if checkpoint else _latest_checkpoint(run)
+
+    model = build_unet(cfg.model.preset, **{**cfg.model.overrides, "cross_attention_dim": encoder_info["dim"]})
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    ema_used = False
+    ema_files = sorted(ckpt.glob("custom_checkpoint_*.pkl"))
+    if use_ema and cfg.optim.ema_decay > 0 and len(ema_files) >= 2:
+        # Registered in this order by the trainer: TrainState, then the EMA model.
+        ema_state = torch.load(ema_files[1], map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for p, shadow in zip(model.parameters(), ema_state["shadow_params"]):
+                p.copy_(shadow)
+        ema_used = True
+    step = int(torch.load(ema_files[0], map_location="cpu", weights_only=True)["step"]) if ema_files else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "unet")
+    sampling_scheduler("ddim", cfg.diffusion).save_pretrained(out / "scheduler")
+    (out / "diffusion.json").write_text(json.dumps(cfg.to_dict()["diffusion"], indent=2))
+    (out / "encoder.json").write_text(json.dumps(encoder_info, indent=2))
+    (out / "degradation.json").write_text(json.dumps(degradation, indent=2))
+
+    encoder = load_text_encoder(text_encoder or cfg.data.text_encoder or encoder_name(encoder_info))
+    check_same_encoder(encoder_info, encoder.info, "the model's training embeddings")
+    prompts = table_prompts(deg_cfg)
+    table = {f"{i:04d}": torch.from_numpy(np.ascontiguousarray(encoder.encode(p))) for i, p in enumerate(prompts)}
+    save_file(table, str(out / "embeddings.safetensors"))
+    (out / "vocabulary.json").write_text(json.dumps({"phrases": vocabulary(deg_cfg), "prompts": prompts}, indent=2))
+    meta = {
+        "format": FORMAT,
+        "promptsr_version": __version__,
+        "scale": deg_cfg.scale,
+        "preset": cfg.model.preset,
+        "trained_steps": step,
+        "checkpoint": ckpt.name,
+        "ema": ema_used,
+        "encoder": encoder_info,
+    }
+    (out / "promptsr.json").write_text(json.dumps(meta, indent=2))
+    return out
+
+
+@dataclass
+class PromptSRModel:
+    """A loaded model folder: the denoiser, the schedule, and the prompt-embedding table."""
+
+    folder: Path
+    unet: Any
+    diffusion: DiffusionConfig
+    encoder: dict[str, Any]
+    degradation: DegradationConfig
+    meta: dict[str, Any]
+    table: dict[str, np.ndarray]
+
+    @property
+    def scale(self) -> int:
+        return int(self.meta["scale"])
+
+    def lookup(self, prompt: str) -> np.ndarray | None:
+        """The stored embedding of an in-vocabulary original-format prompt, else None."""
+        return self.table.get(normalise_prompt(prompt))
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu") -> PromptSRModel:
+    """Load a folder written by `export_model`; a clear error for anything else."""
+    from safetensors.torch import load_file
+
+    from .unet import PromptSRUNet
+
+    folder = Path(folder)
+    meta_path = folder / "promptsr.json"
+    if not meta_path.exists():
+        raise SrDegradeError(
+            f"{folder} is not a PromptSR model folder (no promptsr.json); make one with promptsr export"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise SrDegradeError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    unet = PromptSRUNet.from_pretrained(folder / "unet").to(device).eval()
+    prompts = json.loads((folder / "vocabulary.json").read_text())["prompts"]
+    raw = load_file(str(folder / "embeddings.safetensors"))
+    table = {normalise_prompt(p): raw[f"{i:04d}"].numpy() for i, p in enumerate(prompts)}
+    return PromptSRModel(
+        folder=folder,
+        unet=unet,
+        diffusion=DiffusionConfig(**json.loads((folder / "diffusion.json").read_text())),
+        encoder=json.loads((folder / "encoder.json").read_text()),
+        degradation=DegradationConfig.from_dict(json.loads((folder / "degradation.json").read_text())),
+        meta=meta,
+        table=table,
+    )

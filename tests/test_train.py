@@ -1,0 +1,195 @@
+"""The trainer under a real `accelerate launch` (two gloo processes on the CPU), resume, export,
+config handling and bad input, on shards built from the bundled photos with the tiny preset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from promptsr.config import TrainConfig, load_train_config
+from sr_degrade.build import BuildOptions, build
+from sr_degrade.errors import ConfigError
+
+BIN = Path(sys.executable).parent
+TRAIN = Path(__file__).resolve().parents[1] / "packages" / "promptsr-model" / "train.py"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+LAUNCH_2 = [
+    str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    "--mixed_precision", "no", "--dynamo_backend", "no",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train_data")
+    common = {"src": "sample", "text_encoder": "minilm", "workers": 1}
+    build(BuildOptions(out=root / "train", crops_per_image=4, shard_size=8, **common), progress=False)
+    build(BuildOptions(out=root / "val", val=True, **common), progress=False)
+    return {"train": root / "train", "val": root / "val"}
+
+
+def overrides(data: dict[str, Path], out: Path, **extra: object) -> list[str]:
+    base = {
+        "data.train": data["train"],
+        "data.val": data["val"],
+        "data.crop": 64,
+        "data.num_workers": 0,
+        "data.shuffle_buffer": 16,
+        "model.preset": "tiny",
+        "optim.batch_size": 8,
+        "optim.lr": 2e-3,
+        "optim.ema_decay": 0.9,
+        "run.cpu": True,
+        "run.output_dir": out,
+        "run.log_every": 10,
+        "run.val_every": 1000,
+        "run.val_samples": 3,
+        "run.val_steps": 5,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ddp"
+    args = overrides(data, out, **{"optim.max_steps": 60, "run.checkpoint_every": 30, "run.val_every": 60})
+    r = run([*LAUNCH_2, str(TRAIN), *args])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_two_gloo_ranks_learn_and_stay_identical(two_rank_run):
+    rows = metrics(two_rank_run)
+    fixed = [r["fixed_loss"] for r in rows if "fixed_loss" in r]
+    assert rows[0]["step"] == 0 and len(fixed) >= 3
+    assert fixed[-1] < 0.5 * fixed[0], fixed  # the loss on a fixed batch halves within the run
+    ranks = [json.loads((two_rank_run / f"final_rank{i}.json").read_text()) for i in (0, 1)]
+    assert ranks[0]["model"] == ranks[1]["model"]  # DDP kept both ranks' weights equal
+    assert json.loads((two_rank_run / "final.json").read_text())["step"] == 60
+    logged = {k for r in rows for k in r}
+    assert {"loss", "lr", "samples_per_s", "memory_gb", "val_psnr", "val_psnr_bicubic", "val_ssim"} <= logged
+    assert (two_rank_run / "val" / "step_00000060.png").exists()
+    assert list((two_rank_run / "promptsr").glob("**/events.out.tfevents.*"))  # TensorBoard
+    resolved = load_train_config(two_rank_run / "config.yaml")
+    assert resolved.optim.max_steps == 60 and resolved.model.preset == "tiny"
+
+
+def test_a_stopped_run_resumes_with_its_exact_state(data, tmp_path):
+    out = tmp_path / "resume"
+    base = overrides(data, out, **{"run.checkpoint_every": 10, "run.keep_checkpoints": 2})
+    first = run([sys.executable, str(TRAIN), *base, "optim.max_steps=20"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run([sys.executable, str(TRAIN), *base, "optim.max_steps=30"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout + second.stderr and "at step 20" in second.stdout + second.stderr
+    saved = json.loads((out / "checkpoints" / "step_00000020" / "digests.json").read_text())
+    loaded = json.loads((out / "resume_check.json").read_text())
+    for key in ("step", "model", "optimizer", "lr_scheduler", "ema", "torch_rng", "numpy_rng", "python_rng"):
+        assert loaded[key] == saved[key], key
+    steps = [r["step"] for r in metrics(out) if "loss" in r]
+    assert steps == [10, 20, 30]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000020", "step_00000030"]
+
+
+def test_export_then_load_gives_identical_outputs_and_the_live_embeddings(two_rank_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from promptsr.export import export_model, load_model
+    from promptsr.unet import build_unet
+    from sr_degrade.embed import load_text_encoder
+
+    folder = export_model(two_rank_run, tmp_path / "model")
+    model = load_model(folder)
+    assert model.meta["ema"] is True and model.meta["trained_steps"] == 60 and model.scale == 4
+    # The exported weights are the EMA shadow of the last checkpoint.
+    ckpt = two_rank_run / "checkpoints" / "step_00000060"
+    ema = torch.load(sorted(ckpt.glob("custom_checkpoint_*.pkl"))[1], weights_only=True)
+    reference = build_unet("tiny", cross_attention_dim=384)
+    reference.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    with torch.no_grad():
+        for p, shadow in zip(reference.parameters(), ema["shadow_params"]):
+            p.copy_(shadow)
+    x = torch.randn(2, 6, 32, 32, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([5, 1500])
+    emb = torch.from_numpy(model.lookup("light blur, downsample").astype(np.float32))[None].repeat(2, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(model.unet(x, t, emb, None), reference.eval()(x, t, emb, None))
+    # The table: every prompt equals live encoding (float16 bytes), the empty prompt included.
+    encoder = load_text_encoder("minilm")
+    prompts = json.loads((folder / "vocabulary.json").read_text())["prompts"]
+    assert len(prompts) == 257 and prompts[-1] == ""
+    for p in prompts[::16] + [""]:
+        assert model.lookup(p).tobytes() == encoder.encode(p).tobytes(), p
+    assert model.lookup("[Heavy Blur, upsample, medium noise,  medium compression, downsample]") is not None
+
+
+def test_config_round_trip_overrides_and_unknown_keys(tmp_path):
+    cfg = load_train_config(None, ["optim.lr=1e-4", "data.prompt_formats={original: 0.7, empty: 0.3}"])
+    assert cfg.optim.lr == 1e-4 and cfg.data.prompt_formats == {"original": 0.7, "empty": 0.3}
+    (tmp_path / "c.yaml").write_text(cfg.to_yaml())
+    assert load_train_config(tmp_path / "c.yaml") == cfg
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert load_train_config(Path(__file__).resolve().parents[1] / "configs" / "promptsr_x4.yaml").optim.lr == 2e-4
+    with pytest.raises(ConfigError, match="unknown config key 'optim.learning_rate'"):
+        load_train_config(None, ["optim.learning_rate=1"])
+    with pytest.raises(ConfigError, match="prompt_formats"):
+        load_train_config(None, ["data.prompt_formats={original: 0.5}"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_train_config(None, ["optim.lr"])
+
+
+def test_bad_input_gets_one_message(data, tmp_path):
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        return run([sys.executable, str(TRAIN), *overrides(data, tmp_path / "bad"), *extra])
+
+    r = train("optim.learnrate=1")
+    assert r.returncode == 2 and "unknown config key 'optim.learnrate'" in r.stderr and "Traceback" not in r.stderr
+    r = train(f"data.train={tmp_path / 'nothing' / '*.tar'}")
+    assert r.returncode == 2 and "no shards found" in r.stderr and "Traceback" not in r.stderr
+    r = train("model.preset=huge")
+    assert r.returncode == 2 and "huge" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_checkpoint_of_another_preset_is_refused(data, tmp_path):
+    out = tmp_path / "other"
+    base = overrides(data, out, **{"run.checkpoint_every": 5, "optim.max_steps": 5})
+    assert run([sys.executable, str(TRAIN), *base]).returncode == 0
+    r = run([sys.executable, str(TRAIN), *base, "optim.max_steps=10", "model.overrides={base_channels: 24}"])
+    assert r.returncode == 2 and "cannot resume" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run_after_saving(data, tmp_path):
+    out = tmp_path / "nan"
+    args = overrides(data, out, **{"optim.lr": 1e30, "optim.grad_clip": 0, "optim.max_steps": 200})
+    r = run([sys.executable, str(TRAIN), *args, "optim.max_bad_steps=3", "optim.ema_decay=0"])
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "non-finite losses in a row" in r.stderr and "Traceback" not in r.stderr
+    assert list((out / "checkpoints").iterdir())  # what it had is saved
+    final = json.loads((out / "final.json").read_text())
+    assert final["status"] == "stopped" and final["step"] < 200
+
+
+def test_stored_and_live_embeddings_agree(data):
+    from sr_degrade.embed import load_text_encoder
+    from sr_degrade.shards import open_shards
+
+    encoder = load_text_encoder("minilm")
+    for s in list(open_shards(data["train"], mode="eval"))[:6]:
+        live = encoder.encode(s.prompt)
+        assert live.dtype == s.emb.dtype == np.float16 and np.array_equal(live, s.emb)
