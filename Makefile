@@ -23,14 +23,22 @@ $(STAMP): packages/sr-degrade/pyproject.toml packages/promptsr-model/pyproject.t
 	touch $@
 
 # The main job on the embedded default (the bundled photos, the offline MiniLM encoder): LR images,
-# prompts and a contact sheet; then webdataset shards with embeddings, their summary and a preview.
+# prompts and a contact sheet; webdataset shards with embeddings (two photos held out for
+# validation), their summary and a preview; then the tiny denoiser trained for a few minutes on the
+# CPU (validation grid under $(OUT)/run_tiny/val/) and exported as a model folder.
 demo: setup
 	$(BIN)/sr-degrade demo --out $(OUT)
-	$(BIN)/sr-degrade build --src sample --out $(OUT)/shards/train --text-encoder minilm \
-		--crops-per-image 4 --shard-size 8 --overwrite
+	$(BIN)/sr-degrade build --src sample --holdout 0.12 --out $(OUT)/shards/train --text-encoder minilm \
+		--crops-per-image 8 --shard-size 8 --overwrite
+	$(BIN)/sr-degrade build --src sample --holdout 0.12 --take holdout --split val --val \
+		--out $(OUT)/shards/val --text-encoder minilm --overwrite
 	$(BIN)/sr-degrade inspect $(OUT)/shards/train
 	$(BIN)/sr-degrade preview $(OUT)/shards/train -o $(OUT)/shards_preview.png
-	@echo "open $(OUT)/contact_sheet.png and $(OUT)/shards_preview.png"
+	rm -rf $(OUT)/run_tiny
+	$(BIN)/promptsr train -c configs/tiny_cpu.yaml data.train=$(OUT)/shards/train data.val=$(OUT)/shards/val \
+		run.output_dir=$(OUT)/run_tiny
+	$(BIN)/promptsr export $(OUT)/run_tiny -o $(OUT)/model_tiny
+	@echo "open $(OUT)/contact_sheet.png, $(OUT)/shards_preview.png and $(OUT)/run_tiny/val/"
 
 test: setup
 	$(BIN)/python -m pytest tests
