@@ -193,3 +193,27 @@ def test_stored_and_live_embeddings_agree(data):
     for s in list(open_shards(data["train"], mode="eval"))[:6]:
         live = encoder.encode(s.prompt)
         assert live.dtype == s.emb.dtype == np.float16 and np.array_equal(live, s.emb)
+
+
+def test_prompts_re_rendered_in_other_formats_are_encoded_live(data, tmp_path):
+    out = tmp_path / "formats"
+    fmts = "data.prompt_formats={simplified: 0.4, empty: 0.3, shuffled: 0.3}"
+    args = overrides(data, out, **{"optim.max_steps": 10, "run.checkpoint_every": 10, "data.val": "null"})
+    r = run([sys.executable, str(TRAIN), *args, fmts])
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = [m for m in metrics(out) if "loss" in m][-1]
+    assert last["live_prompts"] >= 3 and np.isfinite(last["loss"])
+
+
+def test_shards_of_another_encoder_are_refused(data, tmp_path):
+    from test_embed import save_tiny_clip
+
+    clip = save_tiny_clip(tmp_path / "clip", seed=1)
+    other_val = tmp_path / "val_clip"
+    build(BuildOptions(src="sample", out=other_val, val=True, text_encoder=str(clip), workers=1), progress=False)
+    r = run([sys.executable, str(TRAIN), *overrides(data, tmp_path / "o1", **{"data.val": other_val})])
+    assert r.returncode == 2 and "validation shards" in r.stderr and "Traceback" not in r.stderr
+    fmts = "data.prompt_formats={empty: 1.0}"
+    r = run([sys.executable, str(TRAIN), *overrides(data, tmp_path / "o2", **{"data.text_encoder": clip}), fmts])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "minilm" in r.stderr.lower() or "MiniLM" in r.stderr

@@ -227,6 +227,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if needs_live:
         embedder(["light noise"], [None])  # load and check the encoder now, not at the first batch
     encoder_info = shard_encoder or embedder.cache.info.to_dict()
+    if cfg.data.val:
+        from sr_degrade.embed import check_same_encoder
+
+        val_encoder = shard_build_info(cfg.data.val).get("encoder")
+        if val_encoder:
+            check_same_encoder(encoder_info, val_encoder, f"the validation shards {cfg.data.val}")
     text_dim = int(encoder_info["dim"])
     overrides = dict(cfg.model.overrides)
     if overrides.get("cross_attention_dim", text_dim) != text_dim:
@@ -235,6 +241,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             f"{encoder_info['id']} gives {text_dim}-d embeddings"
         )
     overrides["cross_attention_dim"] = text_dim
+    overrides["text_encoder"] = encoder_info["id"]  # recorded in the model's config.json
     try:
         model = build_unet(cfg.model.preset, **overrides)
     except ValueError as e:
@@ -381,6 +388,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         "samples_per_s": seen / elapsed,
                         "memory_gb": _memory_gb(device),
                         "skipped_steps": state.skipped,
+                        "live_prompts": len(embedder.cache) if embedder.cache is not None else 0,
                     }
                 )
                 seen, window_start, running = 0, time.perf_counter(), []
