@@ -80,12 +80,14 @@ def epsilon_loss(
     `timesteps` and `noise` may be fixed (e.g. to track the loss on a fixed batch).
     """
     b = hr.shape[0]
+    # Drawn where the generator lives: an explicit (CPU) generator for reproducible draws, else the
+    # device's own RNG (no host-to-device copy of a noise tensor every step on a GPU).
+    where = generator.device if generator is not None else hr.device
     if timesteps is None:
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device="cpu").to(
-            hr.device
-        )
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=where)
     if noise is None:
-        noise = torch.randn(hr.shape, generator=generator, device="cpu", dtype=hr.dtype).to(hr.device)
+        noise = torch.randn(hr.shape, generator=generator, device=where, dtype=hr.dtype)
+    timesteps, noise = timesteps.to(hr.device), noise.to(hr.device)
     noisy = scheduler.add_noise(hr, noise, timesteps)
     pred = model(torch.cat([noisy, cond], dim=1), timesteps, emb, mask)
     return F.mse_loss(pred.float(), noise.float())
