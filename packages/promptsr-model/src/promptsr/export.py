@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sr_degrade.config import LEVELS, RESIZE1_LEVELS, DegradationConfig
+from sr_degrade.config import LEVELS, RESIZE1_LEVELS, DegradationConfig, dataclass_to_dict
 from sr_degrade.errors import SrDegradeError
 from sr_degrade.text import phrase, vocabulary
 
@@ -76,7 +76,7 @@ def export_model(
     text_encoder: str | None = None,
 ) -> Path:
     """Write the model folder described in the module doc from a run (its latest checkpoint)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from sr_degrade.embed import check_same_encoder, encoder_name, load_text_encoder
 
@@ -104,28 +104,40 @@ def export_model(
         ema_used = True
     step = int(torch.load(ema_files[0], map_location="cpu", weights_only=True)["step"]) if ema_files else None
 
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out / "unet")
-    sampling_scheduler("ddim", cfg.diffusion).save_pretrained(out / "scheduler")
-    (out / "diffusion.json").write_text(json.dumps(cfg.to_dict()["diffusion"], indent=2))
-    (out / "encoder.json").write_text(json.dumps(encoder_info, indent=2))
-    (out / "degradation.json").write_text(json.dumps(degradation, indent=2))
-
     encoder = load_text_encoder(text_encoder or cfg.data.text_encoder or encoder_name(encoder_info))
     check_same_encoder(encoder_info, encoder.info, "the model's training embeddings")
-    prompts = table_prompts(deg_cfg)
+    extra = {"preset": cfg.model.preset, "trained_steps": step, "checkpoint": ckpt.name, "ema": ema_used}
+    return write_model_folder(out, model, encoder, cfg.diffusion, deg_cfg, extra)
+
+
+def write_model_folder(
+    out: str | Path,
+    unet: Any,
+    encoder: Any,
+    diffusion: DiffusionConfig,
+    degradation: DegradationConfig,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model folder (module doc) from a denoiser and the text encoder it was trained with."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(out / "unet")
+    sampling_scheduler("ddim", diffusion).save_pretrained(out / "scheduler")
+    (out / "diffusion.json").write_text(json.dumps(dataclass_to_dict(diffusion), indent=2))
+    (out / "encoder.json").write_text(json.dumps(encoder.info.to_dict(), indent=2))
+    (out / "degradation.json").write_text(json.dumps(degradation.to_dict(), indent=2))
+    prompts = table_prompts(degradation)
     table = {f"{i:04d}": torch.from_numpy(np.ascontiguousarray(encoder.encode(p))) for i, p in enumerate(prompts)}
     save_file(table, str(out / "embeddings.safetensors"))
-    (out / "vocabulary.json").write_text(json.dumps({"phrases": vocabulary(deg_cfg), "prompts": prompts}, indent=2))
+    (out / "vocabulary.json").write_text(json.dumps({"phrases": vocabulary(degradation), "prompts": prompts}, indent=2))
     meta = {
         "format": FORMAT,
         "promptsr_version": __version__,
-        "scale": deg_cfg.scale,
-        "preset": cfg.model.preset,
-        "trained_steps": step,
-        "checkpoint": ckpt.name,
-        "ema": ema_used,
-        "encoder": encoder_info,
+        "scale": degradation.scale,
+        **(extra or {}),
+        "encoder": encoder.info.to_dict(),
     }
     (out / "promptsr.json").write_text(json.dumps(meta, indent=2))
     return out

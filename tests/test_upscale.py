@@ -1,0 +1,195 @@
+"""Upscaling with prompts: shapes, determinism, prompts, tiling without seams, colour fix, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from promptsr.diffusion import DiffusionConfig
+from promptsr.export import load_model, write_model_folder
+from promptsr.inference import Upscaler, color_fix, predict_tiled, tile_starts
+from promptsr.unet import build_unet
+from sr_degrade import DegradationConfig, PromptError, read_image
+from sr_degrade.imageio import write_image
+from sr_degrade.samples import load_sample
+
+EXE = str(Path(sys.executable).parent / "promptsr")
+
+
+def randomized_tiny(seed: int = 0):
+    """The tiny denoiser with its zero-initialised layers perturbed, so every path shapes the output."""
+    g = torch.Generator().manual_seed(seed)
+    net = build_unet("tiny").eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return net
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from sr_degrade.embed import load_text_encoder
+
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    write_model_folder(out, randomized_tiny(), load_text_encoder("minilm"), DiffusionConfig(), DegradationConfig())
+    return out
+
+
+@pytest.fixture(scope="module")
+def upscaler(model_dir) -> Upscaler:
+    return Upscaler(model_dir)
+
+
+@pytest.fixture(scope="module")
+def lr_photo() -> np.ndarray:
+    return np.ascontiguousarray(load_sample("coffee")[::4, ::4][:48, :64])  # a real 64 x 48 LR
+
+
+def test_output_is_scale_times_the_input_and_reproducible(upscaler, lr_photo):
+    a = upscaler.upscale(lr_photo, "light noise, downsample", steps=4, seed=1)
+    assert a.shape == (192, 256, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, upscaler.upscale(lr_photo, "light noise, downsample", steps=4, seed=1))
+    assert not np.array_equal(a, upscaler.upscale(lr_photo, "light noise, downsample", steps=4, seed=2))
+    odd = upscaler.upscale(lr_photo[:13, :21], "", steps=2)  # padded to the model's multiple, cropped back
+    assert odd.shape == (52, 84, 3)
+
+
+def test_the_prompt_changes_the_result(upscaler, lr_photo):
+    a = upscaler.upscale(lr_photo, "light noise, downsample", steps=4)
+    b = upscaler.upscale(lr_photo, "heavy blur, downsample, heavy noise, heavy compression, downsample", steps=4)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.5
+
+
+def test_prompts_come_from_the_table_or_the_encoder_and_are_checked(upscaler, model_dir):
+    model = load_model(model_dir)
+    table_hit = upscaler.embed("[Light Noise, Downsample]")
+    assert np.array_equal(table_hit, model.lookup("light noise, downsample"))
+    with pytest.raises(PromptError, match="unknown phrase 'a sharp photo'"):
+        upscaler.embed("a sharp photo, downsample")
+    with pytest.warns(UserWarning):
+        free = upscaler.embed("a sharp photo, downsample", free_text=True)  # not in the table: the encoder
+    from sr_degrade.embed import load_text_encoder
+
+    assert free.tobytes() == load_text_encoder("minilm").encode("a sharp photo, downsample").tobytes()
+
+
+def test_one_tile_covering_the_image_equals_the_plain_model():
+    net = randomized_tiny(1)
+    g = torch.Generator().manual_seed(0)
+    x, cond = torch.randn(1, 3, 64, 48, generator=g), torch.randn(1, 3, 64, 48, generator=g)
+    emb, mask, t = torch.randn(1, 5, 384, generator=g), torch.ones(1, 5, dtype=torch.bool), torch.tensor([700])
+    with torch.no_grad():
+        tiled = predict_tiled(net, x, cond, t, emb, mask, tile=64, overlap=16, batch=2)
+        plain = net(torch.cat([x, cond], 1), t, emb, mask)
+    torch.testing.assert_close(tiled, plain, atol=1e-6, rtol=1e-6)
+
+
+def _seams(img: torch.Tensor, tile: int, overlap: int) -> tuple[float, float]:
+    """Mean |difference| between neighbouring columns at tile edges, and everywhere else."""
+    img = img.float()  # uint8 differences would wrap around
+    d = (img[..., 1:] - img[..., :-1]).abs().mean(dim=tuple(range(img.dim() - 1)))
+    width = img.shape[-1]
+    starts = tile_starts(width, tile, overlap)
+    edges = sorted({s for s in starts if s > 0} | {s + tile for s in starts if s + tile < width})
+    inside = torch.ones(d.shape[0], dtype=torch.bool)
+    inside[[e - 1 for e in edges]] = False
+    return float(d[[e - 1 for e in edges]].mean()), float(d[inside].mean())
+
+
+def test_blended_tiles_leave_no_seam_where_hard_tiles_do():
+    net = randomized_tiny(2)
+    photo = torch.from_numpy(np.ascontiguousarray(load_sample("coffee")[:192, :256])).permute(2, 0, 1)[None]
+    x = photo.float() / 127.5 - 1
+    g = torch.Generator().manual_seed(0)
+    emb, mask, t = torch.randn(1, 10, 384, generator=g), torch.ones(1, 10, dtype=torch.bool), torch.tensor([800])
+    with torch.no_grad():
+        at_edge, inside = _seams(predict_tiled(net, x, x, t, emb, mask, 128, 32, 4), 128, 32)
+        hard_edge, hard_inside = _seams(predict_tiled(net, x, x, t, emb, mask, 128, 0, 4), 128, 0)
+    assert at_edge <= inside
+    assert hard_edge > 1.5 * hard_inside  # the control: without blending the seam shows
+
+
+class SmoothingOracle(torch.nn.Module):
+    """An analytic denoiser whose answer is a 9x9 box blur of the conditioning, zero-padded at the
+    edges of whatever it is shown: exact inside a tile, darker at a tile's border. Hard tiles
+    therefore leave seams in the final image; tiles blended at every step must not."""
+
+    size_multiple = 2
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        super().__init__()
+        self.register_buffer("alphas", alphas_cumprod.float())
+
+    def forward(self, inp, t, emb, mask):
+        x, cond = inp[:, :3], inp[:, 3:]
+        target = torch.nn.functional.avg_pool2d(cond, 9, stride=1, padding=4, count_include_pad=True)
+        a = self.alphas[t.long()].view(-1, 1, 1, 1)
+        return (x - a.sqrt() * target) / (1 - a).sqrt()
+
+
+def test_no_seam_in_a_tiled_upscale_of_a_real_photo(model_dir, lr_photo):
+    from promptsr.diffusion import train_scheduler
+
+    model = load_model(model_dir)
+    model.unet = SmoothingOracle(train_scheduler(model.diffusion).alphas_cumprod)
+    up = Upscaler(model)
+    blended = up.upscale(lr_photo, "medium noise, downsample", steps=10, tile=128, overlap=32)
+    hard = up.upscale(lr_photo, "medium noise, downsample", steps=10, tile=128, overlap=0)
+    at_edge, inside = _seams(torch.from_numpy(blended).permute(2, 0, 1), 128, 32)
+    hard_edge, hard_inside = _seams(torch.from_numpy(hard).permute(2, 0, 1), 128, 0)
+    assert at_edge <= inside, (at_edge, inside)
+    assert hard_edge > 1.25 * hard_inside, (hard_edge, hard_inside)  # the control: a seam the test catches
+
+
+def test_colour_fix_pulls_colours_toward_the_reference():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(1, 3, 32, 32, generator=g) * 0.5
+    sr = (ref * 1.5 + 0.3).clamp(0, 1)
+    fixed = color_fix(sr, ref, "adain")
+    torch.testing.assert_close(fixed.mean(dim=(2, 3)), ref.mean(dim=(2, 3)), atol=1e-3, rtol=0)
+    wave = color_fix(sr, ref, "wavelet")
+    assert (wave.mean(dim=(2, 3)) - ref.mean(dim=(2, 3))).abs().max() < (
+        sr.mean(dim=(2, 3)) - ref.mean(dim=(2, 3))
+    ).abs().max()
+    assert color_fix(sr, ref, "none") is sr
+
+
+def test_bad_options_are_named(upscaler, lr_photo):
+    from sr_degrade.errors import SrDegradeError
+
+    with pytest.raises(SrDegradeError, match="--overlap 200"):
+        upscaler.upscale(lr_photo, steps=1, tile=128, overlap=200)
+    with pytest.raises(SrDegradeError, match="--tile 101"):
+        upscaler.upscale(lr_photo, steps=1, tile=101)  # the tiny model's sides must be even
+    with pytest.raises(SrDegradeError, match="uint8"):
+        upscaler.upscale(lr_photo.astype(np.float32), steps=1)
+
+
+def test_cli_folder_in_folder_out_with_sidecar_prompts_and_failures(model_dir, lr_photo, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "a.png", lr_photo)
+    write_image(src / "b.png", lr_photo[:32, :32])
+    (src / "b.txt").write_text("heavy noise, downsample")
+    (src / "broken.png").write_text("not an image")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(
+        [EXE, "upscale", str(src), "-o", str(tmp_path / "out"), "-m", str(model_dir), "--steps", "2",
+         "-p", "light blur, downsample"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 1 and "broken.png" in r.stderr and "Traceback" not in r.stderr
+    assert read_image(tmp_path / "out" / "a.png").shape == (192, 256, 3)
+    assert read_image(tmp_path / "out" / "b.png").shape == (128, 128, 3)
+    assert "upscaled 2 of 3" in r.stdout
+    r = subprocess.run(
+        [EXE, "upscale", str(src / "a.png"), "-o", str(tmp_path / "x.png"), "-m", str(tmp_path / "nomodel")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "not a PromptSR model folder" in r.stderr
