@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of the model issues in one device call of about 5 minutes: the reference denoiser
+# The GPU checks of the model issues in one device call of about 6 minutes: the reference denoiser
 # (../shared/bench/paper_dn_anchor.py, copied into .device/ here, which git ignores) and our
-# training benchmark, each stage under its own time limit, each stage's numbers written to $OUT as
+# training and inference benchmarks, each stage under its own time limit, each stage's numbers written to $OUT as
 # it ends, so a stage that runs long costs only itself.
 #
 # Prepare on the CPU machine (once), then run through the device tool with carry [".whl", ".device"]:
@@ -35,4 +35,5 @@ stage train_bf16 60 python3 bench/train.py --preset promptsr_x4 --batch 16 --siz
 stage train_fp32 60 python3 bench/train.py --preset promptsr_x4 --batch 16 --size 256 --dtype fp32 --json "$OUT/train_fp32.json"
 stage train_bf16_compiled 180 python3 bench/train.py --preset promptsr_x4 --batch 16 --size 256 --dtype bf16 --compile \
     --steps 20 --json "$OUT/train_bf16_compiled.json"
+stage infer_bf16 90 python3 bench/infer.py --preset promptsr_x4 --dtype bf16 --json "$OUT/infer_bf16.json"
 echo "tables: $OUT/*.log"
