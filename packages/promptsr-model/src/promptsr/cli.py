@@ -189,6 +189,197 @@ def upscale(
         raise typer.Exit(1)
 
 
+_EVAL_EXIT = "Exit codes: 0 done; 1 some images failed (listed at the end, the others evaluated); 2 bad input."
+
+
+def _eval_common(
+    model: Path,
+    data: list[Path],
+    names: list[str],
+    lr_folder: Optional[Path],
+    prompts: Optional[Path],
+    metrics: str,
+    metric_weights: list[str],
+    limit: Optional[int],
+    device: str,
+    dtype: str,
+):
+    """Checks everything an eval or ablation needs before any upscaling; exit 2 with one line otherwise."""
+    from sr_degrade.errors import SrDegradeError
+
+    from .evaluate import MetricSet, dataset_loader, parse_metrics, parse_weights
+    from .inference import Upscaler
+
+    try:
+        names_m = parse_metrics(metrics)
+        weights = parse_weights(metric_weights)
+        loader, has_hr, total = dataset_loader(data, names, lr_folder, prompts, limit)
+        up = Upscaler(model, device=device, dtype=dtype)
+    except (SrDegradeError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    metric_set = MetricSet(names_m, device=device, weights=weights, has_reference=has_hr, crop_border=up.scale)
+    for note in metric_set.notes:
+        typer.echo(f"note: {note}", err=True)
+    return up, loader, metric_set, total
+
+
+def _finish(failures: list[str], out: Path, written: str) -> None:
+    typer.echo(f"wrote {written} in {out}")
+    if failures:
+        typer.echo(f"{len(failures)} image(s) failed:", err=True)
+        for line in failures:
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(1)
+
+
+_Model = Annotated[Path, typer.Option("--model", "-m", help="A model folder written by promptsr export.")]
+_Data = Annotated[
+    list[Path], typer.Option("--data", help="Evaluation shards (sr-degrade build --val); repeat for several sets.")
+]
+_Names = Annotated[list[str], typer.Option("--name", help="Dataset name per --data (default: the folder name).")]
+_LrFolder = Annotated[
+    Optional[Path], typer.Option("--lr-folder", help="LR images without HR (e.g. Real45): no-reference metrics.")
+]
+_Prompts = Annotated[Optional[Path], typer.Option("--prompts", help="CSV image,prompt for --lr-folder.")]
+_Metrics = Annotated[str, typer.Option(help="Comma list: psnr,ssim,lpips,dists,stlpips,cnniqa,nima,musiq,niqe.")]
+_Weights = Annotated[
+    list[str], typer.Option("--metric-weights", help="NAME=PATH: a pyiqa metric's weights file (offline).")
+]
+_Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+_Limit = Annotated[Optional[int], typer.Option(help="At most this many images per dataset.")]
+
+
+def _options(**kwargs):
+    from .evaluate import EvalOptions
+
+    return EvalOptions(**kwargs)
+
+
+@app.command("eval", epilog=_EVAL_EXIT)
+def eval_cmd(
+    model: _Model,
+    out: _Out,
+    data: _Data = [],  # noqa: B006 (typer reads the default, never mutates it)
+    name: _Names = [],  # noqa: B006
+    lr_folder: _LrFolder = None,
+    prompts: _Prompts = None,
+    metrics: _Metrics = "psnr,ssim,lpips,dists,stlpips,cnniqa,nima",
+    metric_weights: _Weights = [],  # noqa: B006
+    prompt_format: Annotated[
+        str, typer.Option(help="original (as stored), shuffled, simplified or empty (no prompt).")
+    ] = "original",
+    limit: _Limit = None,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
+    scheduler: Annotated[str, typer.Option(help="ddim, dpm-solver++, euler, unipc or a diffusers class.")] = "ddim",
+    seed: Annotated[int, typer.Option(help="Seed of the initial noise (and of re-rendered prompts).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ... (the model and the pyiqa metrics).")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
+    tile: Annotated[int, typer.Option(help="Tile side in HR pixels.")] = 512,
+    overlap: Annotated[int, typer.Option(help="Tile overlap in HR pixels.")] = 64,
+    batch: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    color_fix: Annotated[str, typer.Option("--color-fix", help="none, adain or wavelet.")] = "none",
+    free_text: Annotated[bool, typer.Option("--free-text", help="Allow prompts outside the vocabulary.")] = False,
+    grids: Annotated[bool, typer.Option("--grids/--no-grids", help="Write grids/ (LR | bicubic | ours | HR).")] = True,
+    save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", help="Write images/.")] = True,
+) -> None:
+    """Evaluate a model against bicubic on whole images: per_image.csv, summary.md (Table 6 layout), summary.json.
+
+    With --data: evaluation shards (LR, HR, prompt); all metrics. With --lr-folder (and --prompts
+    CSV of image,prompt; missing prompts are empty): real-world LR without HR, no-reference metrics
+    only. PSNR/SSIM are ours (BT.601 Y, border = scale); the others need pyiqa
+    (pip install "promptsr-model[eval]") and are skipped with a note when it or their weights are missing.
+    """
+    from sr_degrade.errors import SrDegradeError
+
+    from .evaluate import evaluate
+
+    up, loader, metric_set, total = _eval_common(
+        model, data, name, lr_folder, prompts, metrics, metric_weights, limit, device, dtype
+    )
+    opts = _options(
+        steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch, color=color_fix,
+        prompt_format=prompt_format, free_text=free_text, grids=grids, save_images=save_images,
+    )  # fmt: skip
+    try:
+        result = evaluate(up, loader(), metric_set, out, opts, total=total)
+    except SrDegradeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo((out / "summary.md").read_text())
+    _finish(result.failures, out, "per_image.csv, summary.md, summary.json")
+
+
+@app.command("ablate", epilog=_EVAL_EXIT)
+def ablate_cmd(
+    study: Annotated[str, typer.Argument(help="prompt (Table 1), format (Table 3b) or models (Tables 2, 3a, 5).")],
+    model: Annotated[
+        list[Path], typer.Option("--model", "-m", help="Model folder; for 'models' repeat it, one per variant.")
+    ],
+    out: _Out,
+    data: _Data = [],  # noqa: B006
+    name: _Names = [],  # noqa: B006
+    label: Annotated[
+        list[str], typer.Option("--label", help="Row label per --model for 'models' (default: folder name).")
+    ] = [],  # noqa: B006
+    metrics: _Metrics = "psnr,ssim,lpips,dists",
+    metric_weights: _Weights = [],  # noqa: B006
+    limit: _Limit = None,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
+    scheduler: Annotated[str, typer.Option(help="Sampler.")] = "ddim",
+    seed: Annotated[int, typer.Option(help="Seed of the noise and of re-rendered prompts.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
+    tile: Annotated[int, typer.Option(help="Tile side in HR pixels.")] = 512,
+    overlap: Annotated[int, typer.Option(help="Tile overlap in HR pixels.")] = 64,
+    batch: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+) -> None:
+    """Ablation tables on evaluation shards, each setting evaluated like promptsr eval into OUT/<setting>/.
+
+    prompt: one model with its prompts vs the empty prompt (Table 1). format: one model with the
+    prompts re-rendered original / shuffled / simplified from the stored parameters (Table 3b).
+    models: several model folders trained differently (one vs two resizes, fixed vs random order,
+    text encoders) on the same shards, one row each (Tables 2, 3a, 5). Writes OUT/ablation_STUDY.md and .json.
+    """
+    from sr_degrade.errors import SrDegradeError
+
+    from .evaluate import STUDIES, run_ablation
+    from .inference import Upscaler
+
+    if study not in STUDIES:
+        typer.echo(f"error: unknown ablation {study!r}: choose one of {', '.join(STUDIES)}", err=True)
+        raise typer.Exit(2)
+    if study != "models" and len(model) != 1:
+        typer.echo(f"error: ablation {study!r} takes one --model (got {len(model)})", err=True)
+        raise typer.Exit(2)
+    if study == "models" and (len(model) < 2 or (label and len(label) != len(model))):
+        typer.echo("error: ablation 'models' needs two or more --model, and one --label per --model if any", err=True)
+        raise typer.Exit(2)
+    up, loader, metric_set, total = _eval_common(
+        model[0], data, name, None, None, metrics, metric_weights, limit, device, dtype
+    )
+    loaders = {"promptsr": lambda: up}
+    if study == "models":
+        labels = label or [m.name for m in model]
+        if len(set(labels)) != len(labels):
+            typer.echo(f"error: two models share the label {labels}: pass --label per --model", err=True)
+            raise typer.Exit(2)
+        try:  # every folder checked before hours of sampling start
+            others = [Upscaler(m, device=device, dtype=dtype) for m in model[1:]]
+        except (SrDegradeError, OSError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        loaders = {lab: (lambda u=u: u) for lab, u in zip(labels, [up, *others])}
+    opts = _options(steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch)
+    try:
+        record, _ = run_ablation(study, loaders, loader, metric_set, out, opts, total=total)
+    except SrDegradeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo((out / f"ablation_{study}.md").read_text())
+    _finish(record["failures"], out, f"ablation_{study}.md, ablation_{study}.json")
+
+
 @app.callback()
 def main(
     show: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
