@@ -169,10 +169,10 @@ def test_lr_folder_with_prompts_csv_no_reference_only(model_dir, tmp_path):
 def test_prompt_and_format_ablations_write_one_row_per_setting(model_dir, val_shards, tmp_path):
     out = tmp_path / "t1"
     r = cli("ablate", "prompt", "--model", str(model_dir), "--data", str(val_shards), "--metrics", "psnr",
-            "--limit", "2", "--out", str(out), *FAST)  # fmt: skip
+            "--limit", "1", "--out", str(out), *FAST)  # fmt: skip
     assert r.returncode == 0, r.stderr
     table = json.loads((out / "ablation_prompt.json").read_text())["datasets"]["tinyval"]
-    assert list(table["rows"]) == ["Bicubic", "with prompt", "without prompt"] and table["images"] == 2
+    assert list(table["rows"]) == ["Bicubic", "with prompt", "without prompt"] and table["images"] == 1
     assert table["rows"]["with prompt"]["psnr"] != table["rows"]["without prompt"]["psnr"]
     assert "| without prompt |" in (out / "ablation_prompt.md").read_text()
     empty = read_csv(out / "without_prompt" / "per_image.csv")
@@ -207,8 +207,6 @@ def test_model_comparison_and_bad_input(model_dir, val_shards, tmp_path):
     assert "psnr, ssim, lpips, dists, stlpips, cnniqa, nima" in r.stderr and "Traceback" not in r.stderr
     r = cli("eval", "--model", str(tmp_path / "nowhere"), "--data", str(val_shards), "--out", str(tmp_path / "y"))
     assert r.returncode == 2 and "is not a PromptSR model folder" in r.stderr and "Traceback" not in r.stderr
-    r = cli("eval", "--model", str(val_shards), "--data", str(val_shards), "--out", str(tmp_path / "z"))
-    assert r.returncode == 2 and "not a PromptSR model folder" in r.stderr
     r = cli("eval", "--model", str(model_dir), "--data", str(tmp_path), "--out", str(tmp_path / "w"))
     assert r.returncode == 2 and "no shards found" in r.stderr
     assert not (tmp_path / "x").exists()  # nothing written before the input is checked
