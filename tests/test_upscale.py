@@ -25,7 +25,9 @@ EXE = str(Path(sys.executable).parent / "promptsr")
 def randomized_tiny(seed: int = 0):
     """The tiny denoiser with its zero-initialised layers perturbed, so every path shapes the output."""
     g = torch.Generator().manual_seed(seed)
-    net = build_unet("tiny").eval()
+    with torch.random.fork_rng():  # the initial weights too: independent of what ran before
+        torch.manual_seed(seed)
+        net = build_unet("tiny").eval()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g))
