@@ -171,6 +171,17 @@ def test_bad_options_are_named(upscaler, lr_photo):
         upscaler.upscale(lr_photo, steps=1, tile=101)  # the tiny model's sides must be even
     with pytest.raises(SrDegradeError, match="uint8"):
         upscaler.upscale(lr_photo.astype(np.float32), steps=1)
+    with pytest.raises(SrDegradeError, match="trained for x4; x2"):
+        upscaler.upscale(lr_photo, steps=1, scale=2)
+
+
+def test_package_level_api(model_dir, lr_photo):
+    import promptsr
+
+    out = promptsr.upscale(lr_photo[:16, :16], "light noise, downsample", model=model_dir, steps=2, seed=3)
+    assert out.shape == (64, 64, 3)
+    same = Upscaler(model_dir).upscale(lr_photo[:16, :16], "light noise, downsample", steps=2, seed=3)
+    assert np.array_equal(out, same)
 
 
 def test_cli_folder_in_folder_out_with_sidecar_prompts_and_failures(model_dir, lr_photo, tmp_path):

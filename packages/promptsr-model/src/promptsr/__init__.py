@@ -5,3 +5,11 @@ degradation come from `sr_degrade`, which this package builds on.
 """
 
 __version__ = "0.1.0"
+
+
+def upscale(image, prompt: str = "", *, model, **kwargs):
+    """Upscale an H x W x 3 uint8 RGB image with a prompt: `promptsr.upscale(lr, "light noise,
+    downsample", model="model/")`. See promptsr.inference.Upscaler for the options."""
+    from .inference import upscale as _upscale
+
+    return _upscale(image, prompt, model=model, **kwargs)

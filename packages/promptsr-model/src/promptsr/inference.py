@@ -176,9 +176,15 @@ class Upscaler:
         batch: int = 4,
         color: str = "none",
         free_text: bool = False,
+        scale: int | None = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
-        """H x W x 3 uint8 RGB LR -> (scale H) x (scale W) x 3 uint8 RGB."""
+        """H x W x 3 uint8 RGB LR -> (scale H) x (scale W) x 3 uint8 RGB.
+
+        `scale`, when given, must be the model's (a model upscales by the factor it was trained for).
+        """
+        if scale is not None and scale != self.scale:
+            raise SrDegradeError(f"this model was trained for x{self.scale}; x{scale} is not available from it")
         if lr.ndim != 3 or lr.shape[2] != 3 or lr.dtype != np.uint8:
             raise SrDegradeError(f"expected an H x W x 3 uint8 RGB image, got shape {lr.shape} dtype {lr.dtype}")
         mult = self.model.unet.size_multiple
