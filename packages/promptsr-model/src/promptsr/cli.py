@@ -99,17 +99,6 @@ def export(
     typer.echo(f"wrote {folder}")
 
 
-def _prompt_table(path: Path) -> dict[str, str]:
-    """image file name (or stem) -> prompt, from a CSV with columns image,prompt."""
-    import csv
-
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"image", "prompt"} <= set(rows[0]):
-        raise typer.BadParameter(f"{path}: needs the columns image,prompt (found {', '.join(rows[0])})")
-    return {r["image"]: r["prompt"] for r in rows}
-
-
 @app.command("upscale")
 def upscale(
     inputs: Annotated[list[Path], typer.Argument(help="LR images, or folders of them.")],
@@ -154,9 +143,11 @@ def upscale(
         raise typer.Exit(2)
     to_folder = len(files) > 1 or any(i.is_dir() for i in inputs) or output.suffix == ""
     try:
-        table = _prompt_table(prompts) if prompts else {}
+        from .evaluate import read_prompt_table
+
+        table = read_prompt_table(prompts) if prompts else {}
         up = Upscaler(model, device=device, dtype=dtype)
-    except (SrDegradeError, OSError, typer.BadParameter) as e:
+    except (SrDegradeError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     if prompt is None and not table and not any(f.with_suffix(".txt").exists() for f in files):
