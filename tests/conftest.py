@@ -44,3 +44,20 @@ def astronaut() -> np.ndarray:
 @pytest.fixture(scope="session", params=SAMPLE_NAMES)
 def any_photo(request) -> np.ndarray:
     return photo(request.param)
+
+
+def randomized_tiny(seed: int = 0):
+    """The tiny PromptSR denoiser with its zero-initialised layers perturbed, so every path (and the
+    prompt) shapes its output; initial weights and perturbation both seeded, whatever ran before."""
+    import torch
+
+    from promptsr.unet import build_unet
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = build_unet("tiny").eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return net

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import randomized_tiny
 
 from promptsr.bicubic import bicubic_upsample
 from promptsr.diffusion import DiffusionConfig
 from promptsr.export import write_model_folder
 from promptsr.metrics import psnr_y, ssim_y
-from promptsr.unet import build_unet
 from sr_degrade import DegradationConfig, read_image
 from sr_degrade.build import BuildOptions, build
 from sr_degrade.imageio import write_image
@@ -31,16 +31,6 @@ FAST = ["--steps", "2", "--tile", "64", "--overlap", "16"]
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=300)
-
-
-def randomized_tiny(seed: int = 0):
-    """The tiny denoiser with its zero-initialised layers perturbed (as in test_upscale), so prompts matter."""
-    g = torch.Generator().manual_seed(seed)
-    net = build_unet("tiny").eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return net
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -10,28 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import randomized_tiny
 
 from promptsr.diffusion import DiffusionConfig
 from promptsr.export import load_model, write_model_folder
 from promptsr.inference import Upscaler, color_fix, predict_tiled, tile_starts
-from promptsr.unet import build_unet
 from sr_degrade import DegradationConfig, PromptError, read_image
 from sr_degrade.imageio import write_image
 from sr_degrade.samples import load_sample
 
 EXE = str(Path(sys.executable).parent / "promptsr")
-
-
-def randomized_tiny(seed: int = 0):
-    """The tiny denoiser with its zero-initialised layers perturbed, so every path shapes the output."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():  # the initial weights too: independent of what ran before
-        torch.manual_seed(seed)
-        net = build_unet("tiny").eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return net
 
 
 @pytest.fixture(scope="module")
