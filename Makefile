@@ -38,7 +38,9 @@ demo: setup
 	$(BIN)/promptsr train -c configs/tiny_cpu.yaml data.train=$(OUT)/shards/train data.val=$(OUT)/shards/val \
 		run.output_dir=$(OUT)/run_tiny
 	$(BIN)/promptsr export $(OUT)/run_tiny -o $(OUT)/model_tiny
-	@echo "open $(OUT)/contact_sheet.png, $(OUT)/shards_preview.png and $(OUT)/run_tiny/val/"
+	# coffee is held out of training (--holdout 0.12); its prompt comes from the sidecar lr/coffee.txt
+	$(BIN)/promptsr upscale $(OUT)/lr/coffee.png -o $(OUT)/coffee_x4.png --model $(OUT)/model_tiny --steps 20
+	@echo "open $(OUT)/contact_sheet.png, $(OUT)/shards_preview.png, $(OUT)/run_tiny/val/ and $(OUT)/coffee_x4.png"
 
 test: setup
 	$(BIN)/python -m pytest tests

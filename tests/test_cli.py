@@ -132,5 +132,6 @@ def test_demo_degrades_every_bundled_photo(tmp_path):
         params = DegradationParams.from_dict(rec["params"])
         assert np.array_equal(lr, degrade(hr, params))
         assert parse_prompt(rec["prompt"]) == bins(params)
+        assert (tmp_path / "demo" / "lr" / f"{path.stem}.txt").read_text().strip() == rec["prompt"]
     sheet = read_image(tmp_path / "demo" / "contact_sheet.png")
     assert sheet.shape[0] >= 256 * len(records) and sheet.std() > 20

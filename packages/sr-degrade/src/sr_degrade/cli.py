@@ -171,7 +171,7 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the drawn degradations.")] = 0,
     config: ConfigOpt = None,
 ) -> None:
-    """Degrade the bundled sample photos: LR images, prompts.jsonl and a contact sheet."""
+    """Degrade the bundled sample photos: LR images with sidecar prompts (.txt), prompts.jsonl and a contact sheet."""
     from .samples import sample_paths
     from .sheet import contact_sheet
 
@@ -185,6 +185,8 @@ def demo_cmd(
         lr = degrade(hr, params)
         prompt = describe(params, cfg=cfg)
         write_image(out / "lr" / f"{path.stem}.png", lr)
+        # A sidecar prompt beside each LR: `promptsr upscale` picks it up by itself.
+        (out / "lr" / f"{path.stem}.txt").write_text(prompt + "\n")
         records.append({"image": path.name, "lr": f"lr/{path.stem}.png", "prompt": prompt, "params": params.to_dict()})
         rows.append(([hr, lr], prompt))
         rate = i / (time.perf_counter() - start)
