@@ -109,13 +109,14 @@ def sample(
     """Reverse diffusion from Gaussian noise to an HR image in [-1, 1], conditioned on `cond`.
 
     The initial noise is drawn on the CPU from `generator` (so CPU and GPU runs start alike) unless
-    given. `eta` only applies to DDIM (0 = deterministic, the paper's setting).
+    given. `eta` only applies to DDIM (0 = deterministic, the paper's setting). The trajectory stays
+    in float32 whatever the model's dtype; only the model's input is cast to `cond`'s dtype.
     """
     import inspect
 
     scheduler.set_timesteps(steps)
     x = noise if noise is not None else torch.randn(cond.shape, generator=generator, dtype=torch.float32)
-    x = x.to(cond.device, cond.dtype) * scheduler.init_noise_sigma
+    x = x.to(cond.device, torch.float32) * scheduler.init_noise_sigma
     step_kwargs = {}
     params = inspect.signature(scheduler.step).parameters
     if "eta" in params:
@@ -124,10 +125,10 @@ def sample(
         step_kwargs["generator"] = generator
     timesteps = scheduler.timesteps
     for i, t in enumerate(timesteps):
-        model_in = scheduler.scale_model_input(x, t)
+        model_in = scheduler.scale_model_input(x, t).to(cond.dtype)
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         eps = model(torch.cat([model_in, cond], dim=1), t_batch, emb, mask)
-        x = scheduler.step(eps.to(x.dtype), t, x, **step_kwargs).prev_sample
+        x = scheduler.step(eps.float(), t, x, **step_kwargs).prev_sample
         if callback is not None:
             callback(i + 1, len(timesteps))
     return x.clamp(-1.0, 1.0)

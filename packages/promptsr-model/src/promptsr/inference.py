@@ -19,7 +19,6 @@ exactly scale x the input.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,7 @@ from sr_degrade.errors import PromptError, SrDegradeError
 from sr_degrade.text import parse_prompt
 
 from .bicubic import bicubic_upsample, to_model_range, to_unit_range
-from .diffusion import sampling_scheduler
+from .diffusion import sample, sampling_scheduler
 from .export import PromptSRModel, load_model
 
 COLOR_FIXES = ("none", "adain", "wavelet")
@@ -204,25 +203,14 @@ class Upscaler:
         sched = sampling_scheduler(scheduler, self.model.diffusion)
         gen = torch.Generator().manual_seed(seed)
         noise = torch.randn(cond.shape, generator=gen, dtype=torch.float32)  # once, for the whole image
-        sched.set_timesteps(steps)
-        sample = noise.to(self.device, torch.float32) * sched.init_noise_sigma
         net = self.model.unet
         mask = torch.ones(1, emb.shape[1], dtype=torch.bool, device=self.device)
-        step_kwargs: dict[str, Any] = {}
-        params = inspect.signature(sched.step).parameters
-        if "eta" in params:
-            step_kwargs["eta"] = 0.0
-        if "generator" in params:
-            step_kwargs["generator"] = gen
-        timesteps = sched.timesteps
-        for i, t in enumerate(timesteps):
-            model_in = sched.scale_model_input(sample, t).to(self.dtype)
-            t_b = torch.full((1,), int(t), device=self.device, dtype=torch.long)
-            eps = predict_tiled(net, model_in, cond, t_b, emb, mask, tile, overlap, batch)
-            sample = sched.step(eps.float(), t, sample, **step_kwargs).prev_sample
-            if callback is not None:
-                callback(i + 1, len(timesteps))
-        out = to_unit_range(sample.clamp(-1, 1).float().cpu())
+
+        def tiled(inp: torch.Tensor, t: torch.Tensor, e: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+            return predict_tiled(net, inp[:, :3], inp[:, 3:], t, e, m, tile, overlap, batch)
+
+        result = sample(tiled, cond, emb, mask, sched, steps, generator=gen, noise=noise, callback=callback)
+        out = to_unit_range(result.cpu())
         out = color_fix(out, to_unit_range(cond.float().cpu()), color)[:, :, : h * s, : w * s]
         return (out[0].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
 
