@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import torch
 
 from promptsr.diffusion import DiffusionConfig, sample, sampling_scheduler
 from promptsr.inference import predict_tiled
+from promptsr.trainer import peak_memory_gib
 from promptsr.unet import build_unet
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -29,12 +29,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def peak_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -89,7 +83,7 @@ def main() -> None:
         {
             "case": f"tiled {tiled}^2 (tile {512 if gpu else 128}, overlap 64, batch 4), per step",
             "seconds": round((time.perf_counter() - t0) / 2, 3),
-            "peak_gib": round(peak_gib(device), 2),
+            "peak_gib": round(peak_memory_gib(device), 2),
         }
     )
     name = torch.cuda.get_device_name() if gpu else "cpu"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import torch
@@ -23,15 +22,10 @@ import torch.nn.functional as F
 
 from promptsr.bicubic import bicubic_upsample
 from promptsr.diffusion import DiffusionConfig, train_scheduler
+from promptsr.trainer import peak_memory_gib
 from promptsr.unet import build_unet, count_parameters
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def measure(preset: str, batch: int, size: int, dtype: str, compile_: bool, steps: int, warmup: int) -> dict:

@@ -180,7 +180,8 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
-def _memory_gb(device: torch.device) -> float:
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak memory so far: the CUDA allocator's on a GPU, the process's max RSS on a CPU (GiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     import resource
@@ -386,7 +387,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         "fixed_loss": fixed_loss(),
                         "lr": lr_scheduler.get_last_lr()[0],
                         "samples_per_s": seen / elapsed,
-                        "memory_gb": _memory_gb(device),
+                        "memory_gb": peak_memory_gib(device),
                         "skipped_steps": state.skipped,
                         "live_prompts": len(embedder.cache) if embedder.cache is not None else 0,
                     }
