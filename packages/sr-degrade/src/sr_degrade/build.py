@@ -42,7 +42,7 @@ import numpy as np
 
 from . import __version__
 from .config import DegradationConfig
-from .errors import BuildError, ImageError, SrDegradeError
+from .errors import BuildError, ImageError
 from .imageio import encode_png, read_image
 from .params import degrade, sample_params, sample_rng
 from .progress import Progress
@@ -53,7 +53,7 @@ from .shards import (
     TAR_USER,
     encode_json,
     encode_npy,
-    sample_key,
+    key_stem,
 )
 from .text import PROMPT_FORMATS, bins, describe
 
@@ -321,15 +321,14 @@ def _validate(opts: BuildOptions) -> None:
 
 def _unique_keys(keys: list[str]) -> dict[str, str]:
     """Shard key stem of each image key; a collision after sanitising gets a short hash suffix."""
+    from collections import Counter
+
     from .params import stable_hash
 
-    stems: dict[str, str] = {}
-    seen: dict[str, int] = {}
+    seen = Counter(key_stem(k) for k in keys)
+    stems = {}
     for k in keys:
-        base = sample_key(k, 0)[: -len("_c0")]
-        seen[base] = seen.get(base, 0) + 1
-    for k in keys:
-        base = sample_key(k, 0)[: -len("_c0")]
+        base = key_stem(k)
         stems[k] = f"{base}_{stable_hash(k) & 0xFFFFFF:06x}" if seen[base] > 1 else base
     return stems
 
@@ -698,8 +697,6 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
                     errors=len(errors),
                 )
                 _write_json(names.build_json, build_info)
-    if status != "complete":  # pragma: no cover - exceptions re-raised above
-        raise SrDegradeError(f"build {status}")
     return summary
 
 

@@ -43,10 +43,15 @@ TAR_MODE = 0o444
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
+def key_stem(image_key: str) -> str:
+    """The source-relative path with every character outside [A-Za-z0-9_-] replaced by "_"
+    (webdataset splits keys at the first dot)."""
+    return _UNSAFE.sub("_", image_key)
+
+
 def sample_key(image_key: str, crop_index: int) -> str:
-    """Shard key of one sample: the source-relative path with every character outside
-    [A-Za-z0-9_-] replaced by "_" (webdataset splits keys at the first dot), plus "_c<crop>"."""
-    return f"{_UNSAFE.sub('_', image_key)}_c{crop_index}"
+    """Shard key of one sample: `key_stem` of its image plus "_c<crop>"."""
+    return f"{key_stem(image_key)}_c{crop_index}"
 
 
 def encode_npy(array: np.ndarray) -> bytes:
