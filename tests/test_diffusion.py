@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from promptsr.bicubic import bicubic_upsample
-from promptsr.diffusion import DiffusionConfig, epsilon_loss, sample, sampling_scheduler, train_scheduler
+from promptsr.diffusion import (
+    CLIP_MODES,
+    SCHEDULER_ALIASES,
+    DiffusionConfig,
+    epsilon_loss,
+    reconfigured,
+    sample,
+    sampling_scheduler,
+    train_scheduler,
+)
+from sr_degrade.errors import ConfigError
 
 CFG = DiffusionConfig()
 
@@ -35,14 +45,70 @@ def test_schedule_is_the_papers():
     assert ddim.timesteps.tolist() == list(range(1960, -1, -40))
 
 
+@pytest.mark.parametrize("clip", list(CLIP_MODES))
 @pytest.mark.parametrize(("name", "steps"), [("ddim", 50), ("ddim", 10), ("dpm-solver++", 20)])
-def test_an_oracle_model_is_sampled_back_to_the_clean_image(name, steps):
+def test_an_oracle_model_is_sampled_back_to_the_clean_image(name, steps, clip):
     g = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
     cond = torch.zeros_like(x0)
     scheduler = sampling_scheduler(name, CFG)
-    out = sample(oracle(x0, train_scheduler(CFG)), cond, None, None, scheduler, steps, generator=g)
+    out = sample(oracle(x0, train_scheduler(CFG)), cond, None, None, scheduler, steps, generator=g, clip=clip)
     assert torch.allclose(out, x0, atol=2e-3), (out - x0).abs().max()
+
+
+def biased(x0: torch.Tensor, scheduler, bias: float = 0.3):
+    """The oracle's noise plus a constant: its x0 estimate is off by bias * sqrt((1 - a) / a), which
+    near t = T is ~40x the bias, far outside [-1, 1]."""
+    exact = oracle(x0, scheduler)
+    return lambda inp, t, emb, mask: exact(inp, t, emb, mask) + bias
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULER_ALIASES))
+def test_clipping_keeps_every_intermediate_x0_estimate_in_range(name):
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(1, 3, 8, 8, generator=g) * 1.6 - 0.8
+    model = biased(x0, train_scheduler(CFG))
+    extremes = {}
+    for clip in CLIP_MODES:
+        seen: list[float] = []
+        sample(
+            model, torch.zeros_like(x0), None, None, sampling_scheduler(name, CFG), 10,
+            generator=torch.Generator().manual_seed(0), clip=clip,
+            x0_callback=lambda i, est, seen=seen: seen.append(est.abs().max().item()),
+        )  # fmt: skip
+        assert len(seen) == 10, f"{name}: the scheduler's x0 estimate was not seen at every step"
+        extremes[clip] = max(seen)
+    assert extremes["recompute"] <= 1 + 1e-4 and extremes["clamp"] <= 1 + 1e-4, extremes
+    assert extremes["none"] > 2, extremes  # without clipping the biased estimate leaves the range
+
+
+def test_the_two_clip_variants_differ_only_for_ddim():
+    x0 = torch.zeros(1, 3, 8, 8)
+
+    def model(inp, t, emb, mask):  # knows no clean image: the trajectory decides the result
+        return 0.9 * inp[:, :3] + 0.2
+
+    def run(name: str, clip: str) -> torch.Tensor:
+        return sample(model, torch.zeros_like(x0), None, None, sampling_scheduler(name, CFG), 10, clip=clip,
+                      generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    assert (run("ddim", "clamp") - run("ddim", "recompute")).abs().max() > 0.05
+    # DPM-Solver++ works on x0 alone: clamping it is clamping it, whichever way; and it matches
+    # diffusers' own static thresholding (sample_max_value = 1).
+    torch.testing.assert_close(run("dpm-solver++", "clamp"), run("dpm-solver++", "recompute"))
+    thresholded = reconfigured(sampling_scheduler("dpm-solver++", CFG), thresholding=True, sample_max_value=1.0)
+    ref = sample(model, torch.zeros_like(x0), None, None, thresholded, 10, clip="none",
+                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    torch.testing.assert_close(run("dpm-solver++", "recompute"), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_an_unknown_clip_variant_names_the_known_ones():
+    with pytest.raises(ConfigError, match="'sometimes'.*recompute.*clamp.*none"):
+        DiffusionConfig(clip="sometimes")
+    with pytest.raises(ValueError, match="recompute"):
+        sample(lambda *a: a[0][:, :3], torch.zeros(1, 3, 8, 8), None, None, sampling_scheduler("ddim", CFG), 2,
+               clip="yes")  # fmt: skip
+    assert DiffusionConfig().clip == "recompute" and "clip" not in DiffusionConfig().scheduler_kwargs()
 
 
 def test_epsilon_loss_is_zero_for_the_oracle_and_positive_otherwise():

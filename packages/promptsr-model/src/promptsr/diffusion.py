@@ -6,6 +6,23 @@ the noise: L = E || eps - eps_theta([y_t, up(x)], t, tau(c)) ||^2, where up(x) i
 LR image concatenated on the channels and tau(c) the frozen text embeddings. Sampling runs any
 diffusers scheduler (DDIM, 50 steps, eta 0 by default) from noise drawn with an explicit
 torch.Generator. The schedule maths are diffusers'; this module only wires them to our model.
+
+Clipping (ours, as pixel-space diffusion has done since DDPM). At every step the sampler's estimate of
+the clean image, x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), is clamped to [-1, 1]. Unclipped, an
+early error in eps is divided by sqrt(a_t) ~ 0.007 near t = T and the trajectory explodes into
+coloured noise. Two variants (`CLIP_MODES`):
+
+- "recompute" (guided-diffusion's `clip_denoised`): clamp x0, then recompute the noise estimate from
+  the clamped x0, eps' = eps + sqrt(a_t) (x0 - clamp(x0)) / sqrt(1 - a_t), and hand eps' to the
+  scheduler. Every scheduler (any diffusers class on an epsilon model) then works on the clamped x0;
+  where nothing is clamped eps' is eps exactly.
+- "clamp" (diffusers' DDIM `clip_sample`): clamp x0 but keep the predicted noise for DDIM's
+  direction term. Only DDIM uses the noise beyond x0; DDPM, DPM-Solver++, UniPC and Euler derive
+  their update from x0 alone, so for them "clamp" is the same as "recompute" and runs that way
+  (diffusers' `thresholding` with sample_max_value=1 would be the same static clamp, but it computes
+  a torch.quantile over the whole image, which refuses more than 2^24 values: an RGB output above
+  about 2360 x 2360).
+- "none": no clipping (for ablations).
 """
 
 from __future__ import annotations
@@ -27,15 +44,42 @@ SCHEDULER_ALIASES = {
 }
 
 
+#: How sampling clips the x0 estimate (module doc); the first is the default.
+CLIP_MODES = {
+    "recompute": "clamp x0 to [-1, 1] and recompute the noise from it (guided-diffusion)",
+    "clamp": "clamp x0 to [-1, 1], keep the predicted noise (diffusers' DDIM clip_sample)",
+    "none": "no clipping",
+}
+DEFAULT_CLIP = "recompute"
+
+
+def check_clip(mode: str) -> str:
+    """`mode` if it is a known clip variant, else a ValueError naming the known ones."""
+    if mode not in CLIP_MODES:
+        known = "; ".join(f"{k} ({v})" for k, v in CLIP_MODES.items())
+        raise ValueError(f"unknown clip variant {mode!r}: use one of {known}")
+    return mode
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
     num_train_timesteps: int = 2000  #: T (paper)
     beta_start: float = 1e-6  #: linear schedule start (ours, SR3 lineage)
     beta_end: float = 1e-2  #: linear schedule end
     beta_schedule: str = "linear"
+    clip: str = DEFAULT_CLIP  #: how sampling clips the x0 estimate: recompute, clamp or none (CLIP_MODES)
+
+    def __post_init__(self) -> None:
+        try:
+            check_clip(self.clip)
+        except ValueError as e:
+            from sr_degrade.errors import ConfigError
+
+            raise ConfigError(f"config field 'diffusion.clip': {e}") from None
 
     def scheduler_kwargs(self) -> dict:
-        return {**asdict(self), "prediction_type": "epsilon", "clip_sample": False}
+        schedule = {k: v for k, v in asdict(self).items() if k != "clip"}
+        return {**schedule, "prediction_type": "epsilon", "clip_sample": False}
 
 
 def train_scheduler(cfg: DiffusionConfig):
@@ -93,6 +137,46 @@ def epsilon_loss(
     return F.mse_loss(pred.float(), noise.float())
 
 
+def reconfigured(scheduler, **changes):
+    """A new scheduler of the same class with some config values changed. (diffusers' from_config
+    resets every key listed in `_use_default_values` to its default, even when `changes` sets it.)"""
+    config = {k: v for k, v in scheduler.config.items() if k != "_use_default_values"}
+    return type(scheduler).from_config({**config, **changes})
+
+
+def _alpha_bar(scheduler, t: torch.Tensor) -> float:
+    """a_t of the training schedule at a (possibly fractional) timestep: exact at integer t; between
+    integers, through the noise level sigma = sqrt((1 - a) / a) interpolated linearly, as the
+    sigma-based (Euler-type) schedulers place their fractional timesteps."""
+    import numpy as np
+
+    a = scheduler.alphas_cumprod.double().numpy()
+    tf = float(t)
+    if tf == int(tf):
+        return float(a[int(tf)])
+    sigma = np.interp(tf, np.arange(len(a)), ((1 - a) / a) ** 0.5)
+    return float(1.0 / (1.0 + sigma**2))
+
+
+def clipped_noise(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """The noise estimate recomputed from the clamped x0 ("recompute" clipping, module doc).
+
+    eps, x_t: (B, C, H, W) float32; x_t is the model's (variance-preserving) input at a_t = alpha_bar.
+    """
+    a, s = alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
+    x0 = (x_t - s * eps) / a
+    return eps + (a / s) * (x0 - x0.clamp(-1.0, 1.0))
+
+
+def _x0_of(scheduler, out) -> torch.Tensor | None:
+    """The x0 estimate the scheduler used in its last step: DDIM, DDPM and Euler return it;
+    the multistep solvers (DPM-Solver++, UniPC) keep it as their latest model output."""
+    x0 = getattr(out, "pred_original_sample", None)
+    if x0 is None and getattr(scheduler, "model_outputs", None):
+        x0 = scheduler.model_outputs[-1]
+    return x0
+
+
 @torch.no_grad()
 def sample(
     model: Callable,
@@ -105,15 +189,27 @@ def sample(
     noise: torch.Tensor | None = None,
     eta: float = 0.0,
     callback: Callable[[int, int], None] | None = None,
+    clip: str = DEFAULT_CLIP,
+    x0_callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Reverse diffusion from Gaussian noise to an HR image in [-1, 1], conditioned on `cond`.
 
     The initial noise is drawn on the CPU from `generator` (so CPU and GPU runs start alike) unless
     given. `eta` only applies to DDIM (0 = deterministic, the paper's setting). The trajectory stays
     in float32 whatever the model's dtype; only the model's input is cast to `cond`'s dtype.
+    `clip` is one of CLIP_MODES (module doc). `x0_callback(i, x0)` sees the x0 estimate the
+    scheduler used at step i (1-based), e.g. to check clipping or to watch the image form.
     """
     import inspect
 
+    from diffusers import DDIMScheduler
+
+    check_clip(clip)
+    # Only DDIM keeps the predicted noise apart from x0 (module doc): there "clamp" is its own
+    # clip_sample option; every other scheduler and variant clips by recomputing the noise.
+    if clip == "clamp" and isinstance(scheduler, DDIMScheduler):
+        scheduler = reconfigured(scheduler, clip_sample=True, clip_sample_range=1.0)
+    recompute = clip != "none" and not (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding"))
     scheduler.set_timesteps(steps)
     x = noise if noise is not None else torch.randn(cond.shape, generator=generator, dtype=torch.float32)
     x = x.to(cond.device, torch.float32) * scheduler.init_noise_sigma
@@ -125,10 +221,17 @@ def sample(
         step_kwargs["generator"] = generator
     timesteps = scheduler.timesteps
     for i, t in enumerate(timesteps):
-        model_in = scheduler.scale_model_input(x, t).to(cond.dtype)
+        x_t = scheduler.scale_model_input(x, t)
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        eps = model(torch.cat([model_in, cond], dim=1), t_batch, emb, mask)
-        x = scheduler.step(eps.float(), t, x, **step_kwargs).prev_sample
+        eps = model(torch.cat([x_t.to(cond.dtype), cond], dim=1), t_batch, emb, mask).float()
+        if recompute:
+            eps = clipped_noise(eps, x_t.float(), _alpha_bar(scheduler, t))
+        out = scheduler.step(eps, t, x, **step_kwargs)
+        x = out.prev_sample
+        if x0_callback is not None:
+            x0 = _x0_of(scheduler, out)
+            if x0 is not None:
+                x0_callback(i + 1, x0)
         if callback is not None:
             callback(i + 1, len(timesteps))
     return x.clamp(-1.0, 1.0)

@@ -213,6 +213,7 @@ class EvalOptions:
     free_text: bool = False
     grids: bool = True
     save_images: bool = True
+    clip: str | None = None  #: how sampling clips x0 (promptsr.diffusion.CLIP_MODES); None: the model's
 
 
 @dataclass
@@ -407,6 +408,7 @@ def evaluate(
                 sr = upscaler.upscale(
                     item.lr, prompt, steps=opts.steps, scheduler=opts.scheduler, seed=opts.seed, tile=opts.tile,
                     overlap=opts.overlap, batch=opts.batch, color=opts.color, free_text=opts.free_text,
+                    clip=opts.clip,
                 )  # fmt: skip
                 if item.hr is not None and item.hr.shape != sr.shape:
                     raise SrDegradeError(f"HR {item.hr.shape} is not {scale} x the LR {item.lr.shape}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from sr_degrade.text import phrase, vocabulary
 
 from . import __version__
 from .config import TrainConfig, load_train_config
-from .diffusion import DiffusionConfig, sampling_scheduler
+from .diffusion import DEFAULT_CLIP, DiffusionConfig, sampling_scheduler
 
 FORMAT = "promptsr-model"
 
@@ -164,6 +165,21 @@ class PromptSRModel:
         return self.table.get(normalise_prompt(prompt))
 
 
+def _diffusion_config(folder: Path) -> DiffusionConfig:
+    """diffusion.json; a folder written before sampling clipped (no "clip" key) clips by default, with a notice."""
+    data = json.loads((folder / "diffusion.json").read_text())
+    if "clip" not in data:
+        print(
+            f"note: {folder} was exported before clip settings existed: sampling clips x0 to [-1, 1] "
+            f"({DEFAULT_CLIP}); --no-clip turns it off",
+            file=sys.stderr,
+        )
+    try:
+        return DiffusionConfig(**data)
+    except (TypeError, SrDegradeError) as e:
+        raise SrDegradeError(f"{folder / 'diffusion.json'}: {e}") from None
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> PromptSRModel:
     """Load a folder written by `export_model`; a clear error for anything else."""
     from safetensors.torch import load_file
@@ -186,7 +202,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Prompt
     return PromptSRModel(
         folder=folder,
         unet=unet,
-        diffusion=DiffusionConfig(**json.loads((folder / "diffusion.json").read_text())),
+        diffusion=_diffusion_config(folder),
         encoder=json.loads((folder / "encoder.json").read_text()),
         degradation=DegradationConfig.from_dict(json.loads((folder / "degradation.json").read_text())),
         meta=meta,

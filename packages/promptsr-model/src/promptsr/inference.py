@@ -32,7 +32,7 @@ from sr_degrade.errors import PromptError, SrDegradeError
 from sr_degrade.text import parse_prompt
 
 from .bicubic import bicubic_upsample, to_model_range, to_unit_range
-from .diffusion import sample, sampling_scheduler
+from .diffusion import check_clip, sample, sampling_scheduler
 from .export import PromptSRModel, load_model
 
 COLOR_FIXES = ("none", "adain", "wavelet")
@@ -176,11 +176,13 @@ class Upscaler:
         color: str = "none",
         free_text: bool = False,
         scale: int | None = None,
+        clip: str | None = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """H x W x 3 uint8 RGB LR -> (scale H) x (scale W) x 3 uint8 RGB.
 
         `scale`, when given, must be the model's (a model upscales by the factor it was trained for).
+        `clip`: how the sampler clips its x0 estimate (promptsr.diffusion.CLIP_MODES); None: the model's setting.
         """
         if scale is not None and scale != self.scale:
             raise SrDegradeError(f"this model was trained for x{self.scale}; x{scale} is not available from it")
@@ -191,6 +193,11 @@ class Upscaler:
             raise SrDegradeError(f"--tile {tile} must be a positive multiple of {mult} (the model's size multiple)")
         if not 0 <= overlap < tile:
             raise SrDegradeError(f"--overlap {overlap} must be smaller than the tile ({tile}) and >= 0")
+        clip = self.model.diffusion.clip if clip is None else clip
+        try:
+            check_clip(clip)
+        except ValueError as e:
+            raise SrDegradeError(str(e)) from None
         emb = torch.from_numpy(self.embed(prompt, free_text).astype(np.float32))[None].to(self.device, self.dtype)
         s = self.scale
         h, w = lr.shape[:2]
@@ -209,7 +216,7 @@ class Upscaler:
         def tiled(inp: torch.Tensor, t: torch.Tensor, e: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
             return predict_tiled(net, inp[:, :3], inp[:, 3:], t, e, m, tile, overlap, batch)
 
-        result = sample(tiled, cond, emb, mask, sched, steps, generator=gen, noise=noise, callback=callback)
+        result = sample(tiled, cond, emb, mask, sched, steps, generator=gen, noise=noise, callback=callback, clip=clip)
         out = to_unit_range(result.cpu())
         out = color_fix(out, to_unit_range(cond.float().cpu()), color)[:, :, : h * s, : w * s]
         return (out[0].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)

@@ -171,7 +171,8 @@ def demo_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the drawn degradations.")] = 0,
     config: ConfigOpt = None,
 ) -> None:
-    """Degrade the bundled sample photos: LR images with sidecar prompts (.txt), prompts.jsonl and a contact sheet."""
+    """Degrade the bundled sample photos: LR images with sidecar prompts (.txt), the aligned HR images (hr/),
+    prompts.jsonl and a contact sheet."""
     from .samples import sample_paths
     from .sheet import contact_sheet
 
@@ -185,6 +186,8 @@ def demo_cmd(
         lr = degrade(hr, params)
         prompt = describe(params, cfg=cfg)
         write_image(out / "lr" / f"{path.stem}.png", lr)
+        # The HR exactly aligned with the LR (its top-left crop to a multiple of the scale), to compare against.
+        write_image(out / "hr" / f"{path.stem}.png", hr[: lr.shape[0] * cfg.scale, : lr.shape[1] * cfg.scale])
         # A sidecar prompt beside each LR: `promptsr upscale` picks it up by itself.
         (out / "lr" / f"{path.stem}.txt").write_text(prompt + "\n")
         records.append({"image": path.name, "lr": f"lr/{path.stem}.png", "prompt": prompt, "params": params.to_dict()})
