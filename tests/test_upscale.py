@@ -16,6 +16,7 @@ from promptsr.diffusion import DiffusionConfig
 from promptsr.export import load_model, write_model_folder
 from promptsr.inference import Upscaler, color_fix, predict_tiled, tile_starts
 from sr_degrade import DegradationConfig, PromptError, read_image
+from sr_degrade.errors import SrDegradeError
 from sr_degrade.imageio import write_image
 from sr_degrade.samples import load_sample
 
@@ -194,3 +195,77 @@ def test_cli_folder_in_folder_out_with_sidecar_prompts_and_failures(model_dir, l
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert r.returncode == 2 and "not a PromptSR model folder" in r.stderr
+
+
+def test_the_clip_setting_travels_with_the_model_and_old_folders_clip_with_a_notice(
+    model_dir, lr_photo, tmp_path, capsys
+):
+    import json
+    import shutil
+
+    assert json.loads((model_dir / "diffusion.json").read_text())["clip"] == "recompute"
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    data = json.loads((old / "diffusion.json").read_text())
+    del data["clip"]  # as written before clip settings existed
+    (old / "diffusion.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    model = load_model(old)
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert model.diffusion.clip == "recompute" and len(notice) == 1 and "--no-clip" in notice[0]
+
+    lr = lr_photo[:16, :16]
+    up = Upscaler(model)
+    clipped, unclipped = (up.upscale(lr, "", steps=4, clip=c) for c in ("recompute", "none"))
+    assert np.array_equal(up.upscale(lr, "", steps=4), clipped)  # the folder's setting is the default
+    assert np.abs(clipped.astype(int) - unclipped.astype(int)).mean() > 1  # and it matters for this model
+    data["clip"] = "none"
+    (old / "diffusion.json").write_text(json.dumps(data))
+    assert np.array_equal(Upscaler(old).upscale(lr, "", steps=4), unclipped)
+    data["clip"] = "sometimes"
+    (old / "diffusion.json").write_text(json.dumps(data))
+    with pytest.raises(SrDegradeError, match="diffusion.json.*'sometimes'.*recompute"):
+        load_model(old)
+
+
+def test_cli_clip_options_and_compare(model_dir, lr_photo, tmp_path):
+    from promptsr.compare import bicubic_of
+    from promptsr.metrics import psnr_y
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    lr = lr_photo[:24, :32]
+    write_image(tmp_path / "lr.png", lr)
+    hr = np.ascontiguousarray(load_sample("coffee")[:96, :128])
+    write_image(tmp_path / "hr.png", hr)
+    r = subprocess.run(
+        [EXE, "upscale", str(tmp_path / "lr.png"), "-o", str(tmp_path / "sr.png"), "-m", str(model_dir), "--steps", "2",
+         "--clip", "sometimes"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "'sometimes'" in r.stderr and "recompute" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [EXE, "upscale", str(tmp_path / "lr.png"), "-o", str(tmp_path / "sr.png"), "-m", str(model_dir), "--steps", "2",
+         "--no-clip"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    sr = read_image(tmp_path / "sr.png")
+    assert np.array_equal(sr, Upscaler(model_dir).upscale(lr, "", steps=2, clip="none"))
+    r = subprocess.run(
+        [EXE, "compare", str(tmp_path / "sr.png"), "--lr", str(tmp_path / "lr.png"), "--hr", str(tmp_path / "hr.png"),
+         "-o", str(tmp_path / "cmp.png"), "--bicubic", str(tmp_path / "bic.png")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    bic = read_image(tmp_path / "bic.png")
+    assert np.array_equal(bic, bicubic_of(lr, 4))
+    assert f"{psnr_y(bic, hr):6.2f} dB" in r.stdout.splitlines()[0]
+    assert f"{psnr_y(sr, hr):6.2f} dB" in r.stdout.splitlines()[1]
+    sheet = read_image(tmp_path / "cmp.png")
+    assert sheet.shape[1] == 3 * 128 + 2 * 4 and sheet.shape[0] > 96  # three columns with captions
+    r = subprocess.run(
+        [EXE, "compare", str(tmp_path / "sr.png"), "--lr", str(tmp_path / "lr.png"), "--hr", str(tmp_path / "lr.png"),
+         "-o", str(tmp_path / "cmp2.png")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "HR image 32x24" in r.stderr and not (tmp_path / "cmp2.png").exists()

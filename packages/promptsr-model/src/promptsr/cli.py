@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -99,6 +99,34 @@ def export(
     typer.echo(f"wrote {folder}")
 
 
+_Clip = Annotated[
+    Optional[str],
+    typer.Option(
+        "--clip",
+        help="How sampling clips its x0 estimate: recompute (guided-diffusion), clamp (DDIM clip_sample) "
+        "or none; default: the model's setting.",
+    ),
+]
+_NoClip = Annotated[bool, typer.Option("--no-clip", help="No clipping of the x0 estimate (same as --clip none).")]
+
+
+def _clip_choice(clip: Optional[str], no_clip: bool) -> Optional[str]:
+    """--clip / --no-clip as one value (None: the model's); a bad or contradictory choice exits 2."""
+    from .diffusion import check_clip
+
+    if no_clip and clip not in (None, "none"):
+        typer.echo(f"error: --no-clip contradicts --clip {clip}", err=True)
+        raise typer.Exit(2)
+    choice = "none" if no_clip else clip
+    if choice is not None:
+        try:
+            check_clip(choice)
+        except ValueError as e:
+            typer.echo(f"error: --clip: {e}", err=True)
+            raise typer.Exit(2) from None
+    return choice
+
+
 @app.command("upscale")
 def upscale(
     inputs: Annotated[list[Path], typer.Argument(help="LR images, or folders of them.")],
@@ -120,6 +148,8 @@ def upscale(
     tile: Annotated[int, typer.Option(help="Tile side in HR pixels (memory is bounded by it).")] = 512,
     overlap: Annotated[int, typer.Option(help="Overlap of neighbouring tiles in HR pixels.")] = 64,
     color_fix: Annotated[str, typer.Option("--color-fix", help="none, adain or wavelet.")] = "none",
+    clip: _Clip = None,
+    no_clip: _NoClip = False,
 ) -> None:
     """Upscale images with a prompt: output exactly scale x the input, any size (tiles blended every step).
 
@@ -142,6 +172,7 @@ def upscale(
         typer.echo("error: no input images found", err=True)
         raise typer.Exit(2)
     to_folder = len(files) > 1 or any(i.is_dir() for i in inputs) or output.suffix == ""
+    clip = _clip_choice(clip, no_clip)
     try:
         from .evaluate import read_prompt_table
 
@@ -164,7 +195,7 @@ def upscale(
             lr = read_image(f)
             sr = up.upscale(
                 lr, text or "", steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap,
-                batch=batch, color=color_fix, free_text=free_text, callback=lambda i, n: bar.update(1),
+                batch=batch, color=color_fix, free_text=free_text, clip=clip, callback=lambda i, n: bar.update(1),
             )  # fmt: skip
             write_image(target, sr)
         except (SrDegradeError, OSError) as e:
@@ -178,6 +209,48 @@ def upscale(
         for line in failures:
             typer.echo(f"  {line}", err=True)
         raise typer.Exit(1)
+
+
+@app.command("compare")
+def compare_cmd(
+    sr: Annotated[Path, typer.Argument(help="The upscaled image (promptsr upscale's output).")],
+    lr: Annotated[Path, typer.Option("--lr", help="The LR image it was upscaled from.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Side-by-side image to write (PNG).")],
+    hr: Annotated[Optional[Path], typer.Option("--hr", help="The true HR image: adds a column and the scores.")] = None,
+    bicubic: Annotated[
+        Optional[Path], typer.Option("--bicubic", help="Also write the bicubic upscale of the LR here.")
+    ] = None,
+    width: Annotated[int, typer.Option(help="Scale each column to this width (0: full resolution).")] = 0,
+    crop: Annotated[
+        Optional[str], typer.Option(help="Show only this region X,Y,W,H (HR pixels); scores stay whole-image.")
+    ] = None,
+) -> None:
+    """Bicubic | PromptSR | HR side by side, with PSNR-Y / SSIM-Y under each when the HR is given."""
+    from sr_degrade.errors import SrDegradeError
+    from sr_degrade.imageio import read_image, write_image
+
+    from .compare import compare
+
+    try:
+        box = None
+        if crop is not None:
+            try:
+                box = tuple(int(v) for v in crop.split(","))
+            except ValueError:
+                box = ()
+            if len(box) != 4:
+                raise SrDegradeError(f"--crop {crop!r}: expected X,Y,W,H in HR pixels, e.g. 100,80,256,192")
+        images = [read_image(p) for p in (lr, sr)] + ([read_image(hr)] if hr else [])
+        bic, sheet, scores = compare(*images, width=width, crop=box)
+        write_image(output, sheet)
+        if bicubic:
+            write_image(bicubic, bic)
+    except (SrDegradeError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    for name, s in scores.items():
+        typer.echo(f"{name:9s} PSNR-Y {s['psnr']:6.2f} dB  SSIM-Y {s['ssim']:.4f}")
+    typer.echo(f"wrote {output}" + (f" and {bicubic}" if bicubic else ""))
 
 
 _EVAL_EXIT = "Exit codes: 0 done; 1 some images failed (listed at the end, the others evaluated); 2 bad input."
@@ -273,6 +346,8 @@ def eval_cmd(
     free_text: Annotated[bool, typer.Option("--free-text", help="Allow prompts outside the vocabulary.")] = False,
     grids: Annotated[bool, typer.Option("--grids/--no-grids", help="Write grids/ (LR | bicubic | ours | HR).")] = True,
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", help="Write images/.")] = True,
+    clip: _Clip = None,
+    no_clip: _NoClip = False,
 ) -> None:
     """Evaluate a model against bicubic on whole images: per_image.csv, summary.md (Table 6 layout), summary.json.
 
@@ -291,6 +366,7 @@ def eval_cmd(
     opts = _options(
         steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch, color=color_fix,
         prompt_format=prompt_format, free_text=free_text, grids=grids, save_images=save_images,
+        clip=_clip_choice(clip, no_clip),
     )  # fmt: skip
     try:
         result = evaluate(up, loader(), metric_set, out, opts, total=total)
@@ -303,11 +379,17 @@ def eval_cmd(
 
 @app.command("ablate", epilog=_EVAL_EXIT)
 def ablate_cmd(
-    study: Annotated[str, typer.Argument(help="prompt (Table 1), format (Table 3b) or models (Tables 2, 3a, 5).")],
+    study: Annotated[
+        str,
+        typer.Argument(help="prompt (Table 1), format (Table 3b), models (Tables 2, 3a, 5) or loss (prompt signal)."),
+    ],
     model: Annotated[
         list[Path], typer.Option("--model", "-m", help="Model folder; for 'models' repeat it, one per variant.")
     ],
-    out: _Out,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Output folder (required, except for 'loss': its table is printed anyway)."),
+    ] = None,
     data: _Data = [],  # noqa: B006
     name: _Names = [],  # noqa: B006
     label: Annotated[
@@ -324,6 +406,8 @@ def ablate_cmd(
     tile: Annotated[int, typer.Option(help="Tile side in HR pixels.")] = 512,
     overlap: Annotated[int, typer.Option(help="Tile overlap in HR pixels.")] = 64,
     batch: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    draws: Annotated[int, typer.Option(help="(loss) Paired (t, noise) draws per image.")] = 4,
+    crop: Annotated[int, typer.Option(help="(loss) HR centre-crop side in pixels; 0: the whole image.")] = 256,
 ) -> None:
     """Ablation tables on evaluation shards, each setting evaluated like promptsr eval into OUT/<setting>/.
 
@@ -331,14 +415,26 @@ def ablate_cmd(
     prompts re-rendered original / shuffled / simplified from the stored parameters (Table 3b).
     models: several model folders trained differently (one vs two resizes, fixed vs random order,
     text encoders) on the same shards, one row each (Tables 2, 3a, 5). Writes OUT/ablation_STUDY.md and .json.
+
+    loss: no sampling, minutes not hours: the held-out epsilon loss of one model under each image's true
+    prompt, the empty prompt and a wrong one (every level moved furthest), on the same --draws (t, noise)
+    per image (centre crop --crop, --seed, --limit); prints the table, and writes OUT/ablation_loss.md
+    and .json when --out is given. Expected once the model reads its prompt: true < wrong, true < empty.
     """
     from sr_degrade.errors import SrDegradeError
 
     from .evaluate import STUDIES, run_ablation
     from .inference import Upscaler
 
-    if study not in STUDIES:
-        typer.echo(f"error: unknown ablation {study!r}: choose one of {', '.join(STUDIES)}", err=True)
+    studies = [*STUDIES, "loss"]
+    if study not in studies:
+        typer.echo(f"error: unknown ablation {study!r}: choose one of {', '.join(studies)}", err=True)
+        raise typer.Exit(2)
+    if study == "loss":
+        _ablate_loss(model, out, data, name, limit, seed, draws, crop, device)
+        return
+    if out is None:
+        typer.echo(f"error: ablation {study!r} needs --out (the folder of its tables and images)", err=True)
         raise typer.Exit(2)
     if study != "models" and len(model) != 1:
         typer.echo(f"error: ablation {study!r} takes one --model (got {len(model)})", err=True)
@@ -369,6 +465,54 @@ def ablate_cmd(
         raise typer.Exit(2) from None
     typer.echo((out / f"ablation_{study}.md").read_text())
     _finish(record["failures"], out, f"ablation_{study}.md, ablation_{study}.json")
+
+
+def _ablate_loss(
+    model: list[Path],
+    out: Optional[Path],
+    data: list[Path],
+    names: list[str],
+    limit: Optional[int],
+    seed: int,
+    draws: int,
+    crop: int,
+    device: str,
+) -> None:
+    """`promptsr ablate loss`: every input checked first; one error line and exit 2 for bad input."""
+    from sr_degrade.errors import SrDegradeError
+    from sr_degrade.shards import shard_files
+
+    from .export import load_model
+    from .prompt_signal import ablate_loss, loss_markdown, write_loss_ablation
+
+    def fail(message: str) -> NoReturn:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    if len(model) != 1:
+        fail(f"ablation 'loss' takes one --model (got {len(model)})")
+    if not data:
+        fail("ablation 'loss' needs --data (evaluation shards)")
+    if names and len(names) != len(data):
+        fail(f"--name given {len(names)} times for {len(data)} dataset(s)")
+    labels = list(names) or [d.name or str(d) for d in data]
+    if len(set(labels)) != len(labels):
+        fail(f"two datasets share a name ({', '.join(labels)}): name them with --name")
+    if draws < 1 or crop < 0 or (limit is not None and limit < 1):
+        fail("--draws and --limit must be at least 1, and --crop 0 (whole image) or more")
+    try:
+        for d in data:
+            shard_files(d)  # raises now when there are no shards
+        loaded = load_model(model[0], device=device)
+        record = ablate_loss(
+            loaded, dict(zip(labels, data)), limit=limit, seed=seed, draws=draws, crop=crop, device=device
+        )
+    except (SrDegradeError, OSError, ValueError) as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    typer.echo(loss_markdown(record))
+    if out is not None:
+        write_loss_ablation(record, out)
+        typer.echo(f"wrote ablation_loss.md, ablation_loss.json in {out}")
 
 
 @app.callback()

@@ -42,6 +42,7 @@ from sr_degrade.text import describe
 from .bicubic import bicubic_upsample, to_model_range, to_unit_range
 from .config import TrainConfig, load_train_config
 from .diffusion import epsilon_loss, sample, sampling_scheduler, train_scheduler
+from .prompt_signal import held_out_signal
 
 
 class TrainingError(SrDegradeError):
@@ -446,7 +447,25 @@ def validate(cfg: TrainConfig, accelerator, model, ema, embedder: PromptEmbedder
             scheduler = sampling_scheduler("ddim", cfg.diffusion)
             gen = torch.Generator().manual_seed(cfg.run.seed)
             with accelerator.autocast():
-                sr = sample(net, cond, emb.to(device), mask.to(device), scheduler, cfg.run.val_steps, generator=gen)
+                sr = sample(
+                    net, cond, emb.to(device), mask.to(device), scheduler, cfg.run.val_steps, generator=gen,
+                    clip=cfg.diffusion.clip,
+                )  # fmt: skip
+            # The prompt signal (promptsr.prompt_signal) on the same samples and the same (EMA) weights.
+            # A failure to encode the empty or wrong prompts costs these numbers, never the run.
+            try:
+                degradation = shard_build_info(cfg.data.val).get("config")
+                with accelerator.autocast():
+                    signal = held_out_signal(
+                        net, to_model_range(batch["hr"].to(device)), cond, (emb.to(device), mask.to(device)),
+                        batch["params"], lambda prompts: embedder(prompts, [None] * len(prompts)),
+                        train_scheduler(cfg.diffusion),
+                        DegradationConfig.from_dict(degradation) if degradation else DegradationConfig(),
+                        seed=cfg.run.seed,
+                    )  # fmt: skip
+            except (SrDegradeError, OSError) as e:
+                accelerator.print(f"warning: val_eps_* not computed at step {step}: {e}")
+                signal = {}
             net.train()
             if ema is not None:
                 ema.restore(net.parameters())
@@ -460,6 +479,7 @@ def validate(cfg: TrainConfig, accelerator, model, ema, embedder: PromptEmbedder
                     "val_ssim": float(np.mean(ssim)),
                     "val_psnr_bicubic": float(np.mean(psnr_b)),
                     "val_ssim_bicubic": float(np.mean(ssim_b)),
+                    **signal,
                 }
             )
 
