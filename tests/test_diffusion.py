@@ -3,6 +3,8 @@ then land on it exactly, and the loss must be zero; plus the bicubic conditionin
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -103,12 +105,12 @@ def test_the_two_clip_variants_differ_only_for_ddim():
 
 
 def test_an_unknown_clip_variant_names_the_known_ones():
-    with pytest.raises(ConfigError, match="'sometimes'.*recompute.*clamp.*none"):
+    with pytest.raises(ConfigError, match="'sometimes'.*clamp.*recompute.*none"):
         DiffusionConfig(clip="sometimes")
     with pytest.raises(ValueError, match="recompute"):
         sample(lambda *a: a[0][:, :3], torch.zeros(1, 3, 8, 8), None, None, sampling_scheduler("ddim", CFG), 2,
                clip="yes")  # fmt: skip
-    assert DiffusionConfig().clip == "recompute" and "clip" not in DiffusionConfig().scheduler_kwargs()
+    assert DiffusionConfig().clip == "clamp" and "clip" not in DiffusionConfig().scheduler_kwargs()
 
 
 def test_epsilon_loss_is_zero_for_the_oracle_and_positive_otherwise():
@@ -150,3 +152,26 @@ def test_bicubic_upsample_shape_range_and_agreement_with_opencv():
     # Same kernel (a = -0.75) and pixel-centre alignment as OpenCV; borders differ (replicate vs clamp).
     inner = np.abs(up[0].permute(1, 2, 0).numpy() - np.clip(ref, 0, 1))[8:-8, 8:-8]
     assert inner.max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm-solver++", "euler"])
+def test_strength_starts_from_the_noised_conditioning_and_runs_that_share_of_the_steps(name):
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    cond = (x0 + 0.1 * torch.randn(x0.shape, generator=g)).clamp(-1, 1)  # a rough estimate of x0
+    exact = oracle(x0, train_scheduler(CFG))
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def model(inp, t, emb, mask):
+        seen.append((int(t[0]), inp[:, :3].clone()))
+        return exact(inp, t, emb, mask)
+
+    noise = torch.randn(x0.shape, generator=g)
+    scheduler = sampling_scheduler(name, CFG)
+    out = sample(model, cond, None, None, scheduler, 10, noise=noise, strength=0.5)
+    assert len(seen) == 5 and seen[0][0] <= 1000 and all(a[0] > b[0] for a, b in itertools.pairwise(seen))
+    a = train_scheduler(CFG).alphas_cumprod[seen[0][0]]
+    torch.testing.assert_close(seen[0][1], a.sqrt() * cond + (1 - a).sqrt() * noise, atol=2e-3, rtol=0)
+    assert torch.allclose(out, x0, atol=2e-3)  # the oracle still lands on the clean image
+    with pytest.raises(ValueError, match="strength"):
+        sample(model, cond, None, None, scheduler, 10, strength=0.0)

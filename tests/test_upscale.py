@@ -203,7 +203,7 @@ def test_the_clip_setting_travels_with_the_model_and_old_folders_clip_with_a_not
     import json
     import shutil
 
-    assert json.loads((model_dir / "diffusion.json").read_text())["clip"] == "recompute"
+    assert json.loads((model_dir / "diffusion.json").read_text())["clip"] == "clamp"
     old = tmp_path / "old"
     shutil.copytree(model_dir, old)
     data = json.loads((old / "diffusion.json").read_text())
@@ -212,11 +212,11 @@ def test_the_clip_setting_travels_with_the_model_and_old_folders_clip_with_a_not
     capsys.readouterr()
     model = load_model(old)
     notice = capsys.readouterr().err.strip().splitlines()
-    assert model.diffusion.clip == "recompute" and len(notice) == 1 and "--no-clip" in notice[0]
+    assert model.diffusion.clip == "clamp" and len(notice) == 1 and "--no-clip" in notice[0]
 
     lr = lr_photo[:16, :16]
     up = Upscaler(model)
-    clipped, unclipped = (up.upscale(lr, "", steps=4, clip=c) for c in ("recompute", "none"))
+    clipped, unclipped = (up.upscale(lr, "", steps=4, clip=c) for c in ("clamp", "none"))
     assert np.array_equal(up.upscale(lr, "", steps=4), clipped)  # the folder's setting is the default
     assert np.abs(clipped.astype(int) - unclipped.astype(int)).mean() > 1  # and it matters for this model
     data["clip"] = "none"
@@ -224,7 +224,7 @@ def test_the_clip_setting_travels_with_the_model_and_old_folders_clip_with_a_not
     assert np.array_equal(Upscaler(old).upscale(lr, "", steps=4), unclipped)
     data["clip"] = "sometimes"
     (old / "diffusion.json").write_text(json.dumps(data))
-    with pytest.raises(SrDegradeError, match="diffusion.json.*'sometimes'.*recompute"):
+    with pytest.raises(SrDegradeError, match="diffusion.json.*'sometimes'.*clamp"):
         load_model(old)
 
 

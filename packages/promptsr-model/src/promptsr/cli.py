@@ -108,6 +108,13 @@ _Clip = Annotated[
     ),
 ]
 _NoClip = Annotated[bool, typer.Option("--no-clip", help="No clipping of the x0 estimate (same as --clip none).")]
+_Strength = Annotated[
+    float,
+    typer.Option(
+        help="1: start from pure noise (the paper's sampling); below 1: start from the bicubic image noised to "
+        "strength x T and run that share of the steps.",
+    ),
+]
 
 
 def _clip_choice(clip: Optional[str], no_clip: bool) -> Optional[str]:
@@ -150,6 +157,7 @@ def upscale(
     color_fix: Annotated[str, typer.Option("--color-fix", help="none, adain or wavelet.")] = "none",
     clip: _Clip = None,
     no_clip: _NoClip = False,
+    strength: _Strength = 1.0,
 ) -> None:
     """Upscale images with a prompt: output exactly scale x the input, any size (tiles blended every step).
 
@@ -184,7 +192,10 @@ def upscale(
     if prompt is None and not table and not any(f.with_suffix(".txt").exists() for f in files):
         typer.echo("note: no prompt given: using the empty prompt (the model's 'without prompt' setting)", err=True)
     failures: list[str] = []
-    bar = Progress(len(files) * steps, "upscale", unit="step")
+    if not 0.0 < strength <= 1.0:
+        typer.echo(f"error: --strength {strength} must be in (0, 1] (1: start from pure noise)", err=True)
+        raise typer.Exit(2)
+    bar = Progress(len(files) * max(1, min(steps, round(steps * strength))), "upscale", unit="step")
     for f in files:
         text = table.get(f.name, table.get(f.stem))
         if text is None and f.with_suffix(".txt").exists():
@@ -195,7 +206,8 @@ def upscale(
             lr = read_image(f)
             sr = up.upscale(
                 lr, text or "", steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap,
-                batch=batch, color=color_fix, free_text=free_text, clip=clip, callback=lambda i, n: bar.update(1),
+                batch=batch, color=color_fix, free_text=free_text, clip=clip, strength=strength,
+                callback=lambda i, n: bar.update(1),
             )  # fmt: skip
             write_image(target, sr)
         except (SrDegradeError, OSError) as e:
@@ -348,6 +360,7 @@ def eval_cmd(
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", help="Write images/.")] = True,
     clip: _Clip = None,
     no_clip: _NoClip = False,
+    strength: _Strength = 1.0,
 ) -> None:
     """Evaluate a model against bicubic on whole images: per_image.csv, summary.md (Table 6 layout), summary.json.
 
@@ -366,7 +379,7 @@ def eval_cmd(
     opts = _options(
         steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch, color=color_fix,
         prompt_format=prompt_format, free_text=free_text, grids=grids, save_images=save_images,
-        clip=_clip_choice(clip, no_clip),
+        clip=_clip_choice(clip, no_clip), strength=strength,
     )  # fmt: skip
     try:
         result = evaluate(up, loader(), metric_set, out, opts, total=total)

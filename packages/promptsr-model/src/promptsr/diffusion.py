@@ -10,7 +10,7 @@ torch.Generator. The schedule maths are diffusers'; this module only wires them 
 Clipping (ours, as pixel-space diffusion has done since DDPM). At every step the sampler's estimate of
 the clean image, x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), is clamped to [-1, 1]. Unclipped, an
 early error in eps is divided by sqrt(a_t) ~ 0.007 near t = T and the trajectory explodes into
-coloured noise. Two variants (`CLIP_MODES`):
+coloured noise. Two variants (`CLIP_MODES`; "clamp" is the default, measured the better with DDIM):
 
 - "recompute" (guided-diffusion's `clip_denoised`): clamp x0, then recompute the noise estimate from
   the clamped x0, eps' = eps + sqrt(a_t) (x0 - clamp(x0)) / sqrt(1 - a_t), and hand eps' to the
@@ -45,12 +45,14 @@ SCHEDULER_ALIASES = {
 
 
 #: How sampling clips the x0 estimate (module doc); the first is the default.
+#: "clamp" measured 0.9 dB (300-step demo model, both held-out photos) and 2.2 dB (1200-step model,
+#: coffee) above "recompute" with DDIM, the default sampler (README, Diffusion).
 CLIP_MODES = {
-    "recompute": "clamp x0 to [-1, 1] and recompute the noise from it (guided-diffusion)",
     "clamp": "clamp x0 to [-1, 1], keep the predicted noise (diffusers' DDIM clip_sample)",
+    "recompute": "clamp x0 to [-1, 1] and recompute the noise from it (guided-diffusion)",
     "none": "no clipping",
 }
-DEFAULT_CLIP = "recompute"
+DEFAULT_CLIP = "clamp"
 
 
 def check_clip(mode: str) -> str:
@@ -67,7 +69,7 @@ class DiffusionConfig:
     beta_start: float = 1e-6  #: linear schedule start (ours, SR3 lineage)
     beta_end: float = 1e-2  #: linear schedule end
     beta_schedule: str = "linear"
-    clip: str = DEFAULT_CLIP  #: how sampling clips the x0 estimate: recompute, clamp or none (CLIP_MODES)
+    clip: str = DEFAULT_CLIP  #: how sampling clips the x0 estimate: clamp, recompute or none (CLIP_MODES)
 
     def __post_init__(self) -> None:
         try:
@@ -191,6 +193,7 @@ def sample(
     callback: Callable[[int, int], None] | None = None,
     clip: str = DEFAULT_CLIP,
     x0_callback: Callable[[int, torch.Tensor], None] | None = None,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Reverse diffusion from Gaussian noise to an HR image in [-1, 1], conditioned on `cond`.
 
@@ -199,6 +202,12 @@ def sample(
     in float32 whatever the model's dtype; only the model's input is cast to `cond`'s dtype.
     `clip` is one of CLIP_MODES (module doc). `x0_callback(i, x0)` sees the x0 estimate the
     scheduler used at step i (1-based), e.g. to check clipping or to watch the image form.
+
+    `strength` in (0, 1]: 1 (the paper's sampling) starts from pure noise at t ~ T. Below 1 the
+    reverse process starts from `cond` itself noised to t0 ~ strength x T and runs only the last
+    round(strength x steps) steps (diffusers' img2img convention; for SR, Chung et al.'s
+    "Come-Closer-Diffuse-Faster"): the low frequencies come from the conditioning, which a briefly
+    trained model cannot yet restore from pure noise, and sampling is 1 / strength times faster.
     """
     import inspect
 
@@ -210,16 +219,27 @@ def sample(
     if clip == "clamp" and isinstance(scheduler, DDIMScheduler):
         scheduler = reconfigured(scheduler, clip_sample=True, clip_sample_range=1.0)
     recompute = clip != "none" and not (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding"))
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength {strength} must be in (0, 1]: 1 starts from pure noise (the paper's sampling)")
     scheduler.set_timesteps(steps)
     x = noise if noise is not None else torch.randn(cond.shape, generator=generator, dtype=torch.float32)
-    x = x.to(cond.device, torch.float32) * scheduler.init_noise_sigma
+    x = x.to(cond.device, torch.float32)
+    timesteps = scheduler.timesteps
+    if strength < 1.0:
+        run = max(1, min(steps, round(steps * strength)))
+        begin = (steps - run) * scheduler.order
+        timesteps = timesteps[begin:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        x = scheduler.add_noise(cond.float(), x, timesteps[:1])
+    else:
+        x = x * scheduler.init_noise_sigma
     step_kwargs = {}
     params = inspect.signature(scheduler.step).parameters
     if "eta" in params:
         step_kwargs["eta"] = eta
     if "generator" in params:
         step_kwargs["generator"] = generator
-    timesteps = scheduler.timesteps
     for i, t in enumerate(timesteps):
         x_t = scheduler.scale_model_input(x, t)
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)

@@ -214,6 +214,7 @@ class EvalOptions:
     grids: bool = True
     save_images: bool = True
     clip: str | None = None  #: how sampling clips x0 (promptsr.diffusion.CLIP_MODES); None: the model's
+    strength: float = 1.0  #: 1: sampling starts from pure noise; below 1: from the noised bicubic
 
 
 @dataclass
@@ -408,7 +409,7 @@ def evaluate(
                 sr = upscaler.upscale(
                     item.lr, prompt, steps=opts.steps, scheduler=opts.scheduler, seed=opts.seed, tile=opts.tile,
                     overlap=opts.overlap, batch=opts.batch, color=opts.color, free_text=opts.free_text,
-                    clip=opts.clip,
+                    clip=opts.clip, strength=opts.strength,
                 )  # fmt: skip
                 if item.hr is not None and item.hr.shape != sr.shape:
                     raise SrDegradeError(f"HR {item.hr.shape} is not {scale} x the LR {item.lr.shape}")

@@ -177,12 +177,15 @@ class Upscaler:
         free_text: bool = False,
         scale: int | None = None,
         clip: str | None = None,
+        strength: float = 1.0,
         callback: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """H x W x 3 uint8 RGB LR -> (scale H) x (scale W) x 3 uint8 RGB.
 
         `scale`, when given, must be the model's (a model upscales by the factor it was trained for).
         `clip`: how the sampler clips its x0 estimate (promptsr.diffusion.CLIP_MODES); None: the model's setting.
+        `strength` < 1 starts from the bicubic image noised to strength x T instead of pure noise
+        (promptsr.diffusion.sample) and runs that share of the steps.
         """
         if scale is not None and scale != self.scale:
             raise SrDegradeError(f"this model was trained for x{self.scale}; x{scale} is not available from it")
@@ -198,6 +201,8 @@ class Upscaler:
             check_clip(clip)
         except ValueError as e:
             raise SrDegradeError(str(e)) from None
+        if not 0.0 < strength <= 1.0:
+            raise SrDegradeError(f"--strength {strength} must be in (0, 1] (1: start from pure noise, the paper's)")
         emb = torch.from_numpy(self.embed(prompt, free_text).astype(np.float32))[None].to(self.device, self.dtype)
         s = self.scale
         h, w = lr.shape[:2]
@@ -216,7 +221,19 @@ class Upscaler:
         def tiled(inp: torch.Tensor, t: torch.Tensor, e: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
             return predict_tiled(net, inp[:, :3], inp[:, 3:], t, e, m, tile, overlap, batch)
 
-        result = sample(tiled, cond, emb, mask, sched, steps, generator=gen, noise=noise, callback=callback, clip=clip)
+        result = sample(
+            tiled,
+            cond,
+            emb,
+            mask,
+            sched,
+            steps,
+            generator=gen,
+            noise=noise,
+            callback=callback,
+            clip=clip,
+            strength=strength,
+        )
         out = to_unit_range(result.cpu())
         out = color_fix(out, to_unit_range(cond.float().cpu()), color)[:, :, : h * s, : w * s]
         return (out[0].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
