@@ -74,6 +74,10 @@ def two_rank_run(data, tmp_path_factory) -> Path:
     return out
 
 
+def resolved_clip(run_dir) -> str:
+    return load_train_config(run_dir / "config.yaml").diffusion.clip
+
+
 def test_two_gloo_ranks_learn_and_stay_identical(two_rank_run):
     rows = metrics(two_rank_run)
     fixed = [r["fixed_loss"] for r in rows if "fixed_loss" in r]
@@ -84,6 +88,9 @@ def test_two_gloo_ranks_learn_and_stay_identical(two_rank_run):
     assert json.loads((two_rank_run / "final.json").read_text())["step"] == 60
     logged = {k for r in rows for k in r}
     assert {"loss", "lr", "samples_per_s", "memory_gb", "val_psnr", "val_psnr_bicubic", "val_ssim"} <= logged
+    signal = {f"val_eps_{c}{se}" for c in ("true", "empty", "wrong") for se in ("", "_se")}
+    assert signal <= logged  # the prompt signal rides along with every validation
+    assert resolved_clip(two_rank_run) == "clamp"  # the clip setting is part of the run's config
     assert (two_rank_run / "val" / "step_00000060.png").exists()
     assert list((two_rank_run / "promptsr").glob("**/events.out.tfevents.*"))  # TensorBoard
     resolved = load_train_config(two_rank_run / "config.yaml")
