@@ -36,6 +36,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--strength", type=float, default=1.0)
     ap.add_argument("--reuse-demo", action="store_true", help="seed 0 is OUT/model_tiny (make demo's)")
+    ap.add_argument("--reuse-models", action="store_true", help="skip training where a seed's model folder exists")
     args = ap.parse_args()
     out = args.out
     if not (out / "shards" / "train").exists():
@@ -48,6 +49,8 @@ def main() -> int:
         train_s = float("nan")
         if seed == 0 and args.reuse_demo and (out / "model_tiny").exists():
             model = out / "model_tiny"
+        elif args.reuse_models and (model / "promptsr.json").exists():
+            pass
         else:
             start = time.perf_counter()
             run(BIN / "promptsr", "train", "-c", "configs/tiny_cpu.yaml", f"data.train={out}/shards/train",
