@@ -245,12 +245,13 @@ def test_cli_clip_options_and_compare(model_dir, lr_photo, tmp_path):
     assert r.returncode == 2 and "'sometimes'" in r.stderr and "recompute" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(
         [EXE, "upscale", str(tmp_path / "lr.png"), "-o", str(tmp_path / "sr.png"), "-m", str(model_dir), "--steps", "2",
-         "--no-clip"],
+         "--no-clip", "--strength", "0.5"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     sr = read_image(tmp_path / "sr.png")
-    assert np.array_equal(sr, Upscaler(model_dir).upscale(lr, "", steps=2, clip="none"))
+    assert np.array_equal(sr, Upscaler(model_dir).upscale(lr, "", steps=2, clip="none", strength=0.5))
+    assert not np.array_equal(sr, Upscaler(model_dir).upscale(lr, "", steps=2, clip="none"))
     r = subprocess.run(
         [EXE, "compare", str(tmp_path / "sr.png"), "--lr", str(tmp_path / "lr.png"), "--hr", str(tmp_path / "hr.png"),
          "-o", str(tmp_path / "cmp.png"), "--bicubic", str(tmp_path / "bic.png")],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,11 @@ BIN = Path(sys.executable).parent
 
 def run(*args: str) -> None:
     subprocess.run([str(a) for a in args], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def secs(value: float) -> str:
+    """Training seconds, or "-" for a model that was reused rather than trained here."""
+    return "-" if math.isnan(value) else f"{value:.0f}"
 
 
 def means(folder: Path) -> dict[str, dict[str, float]]:
@@ -77,7 +83,7 @@ def main() -> int:
     ]
     for r in rows:
         lines.append(
-            f"| {r['seed']} | {r['train_s']:.0f} | {r['none']['psnr']:.2f} | {r['none']['ssim']:.4f} | "
+            f"| {r['seed']} | {secs(r['train_s'])} | {r['none']['psnr']:.2f} | {r['none']['ssim']:.4f} | "
             f"{r['wavelet']['psnr']:.2f} | {r['wavelet']['ssim']:.4f} |"
         )
     b = rows[0]["bicubic"]
