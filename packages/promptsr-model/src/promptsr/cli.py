@@ -192,10 +192,14 @@ def upscale(
     if prompt is None and not table and not any(f.with_suffix(".txt").exists() for f in files):
         typer.echo("note: no prompt given: using the empty prompt (the model's 'without prompt' setting)", err=True)
     failures: list[str] = []
-    if not 0.0 < strength <= 1.0:
-        typer.echo(f"error: --strength {strength} must be in (0, 1] (1: start from pure noise)", err=True)
-        raise typer.Exit(2)
-    bar = Progress(len(files) * max(1, min(steps, round(steps * strength))), "upscale", unit="step")
+    from .diffusion import check_strength, steps_run
+
+    try:
+        check_strength(strength)
+    except ValueError as e:
+        typer.echo(f"error: --{e}", err=True)
+        raise typer.Exit(2) from None
+    bar = Progress(len(files) * steps_run(steps, strength), "upscale", unit="step")
     for f in files:
         text = table.get(f.name, table.get(f.stem))
         if text is None and f.with_suffix(".txt").exists():

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -61,6 +62,18 @@ def check_clip(mode: str) -> str:
         known = "; ".join(f"{k} ({v})" for k, v in CLIP_MODES.items())
         raise ValueError(f"unknown clip variant {mode!r}: use one of {known}")
     return mode
+
+
+def check_strength(strength: float) -> float:
+    """`strength` if it is in (0, 1], else a ValueError saying what it means (see `sample`)."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength {strength} must be in (0, 1]: 1 starts from pure noise (the paper's sampling)")
+    return strength
+
+
+def steps_run(steps: int, strength: float) -> int:
+    """How many of `steps` sampling steps a run at `strength` takes: the last round(strength x steps), >= 1."""
+    return max(1, min(steps, round(steps * strength)))
 
 
 @dataclass(frozen=True)
@@ -146,13 +159,10 @@ def reconfigured(scheduler, **changes):
     return type(scheduler).from_config({**config, **changes})
 
 
-def _alpha_bar(scheduler, t: torch.Tensor) -> float:
-    """a_t of the training schedule at a (possibly fractional) timestep: exact at integer t; between
-    integers, through the noise level sigma = sqrt((1 - a) / a) interpolated linearly, as the
-    sigma-based (Euler-type) schedulers place their fractional timesteps."""
-    import numpy as np
-
-    a = scheduler.alphas_cumprod.double().numpy()
+def _alpha_bar(a: np.ndarray, t: torch.Tensor) -> float:
+    """a_t of the training schedule `a` (alphas_cumprod) at a (possibly fractional) timestep: exact at
+    integer t; between integers, through the noise level sigma = sqrt((1 - a) / a) interpolated
+    linearly, as the sigma-based (Euler-type) schedulers place their fractional timesteps."""
     tf = float(t)
     if tf == int(tf):
         return float(a[int(tf)])
@@ -219,15 +229,14 @@ def sample(
     if clip == "clamp" and isinstance(scheduler, DDIMScheduler):
         scheduler = reconfigured(scheduler, clip_sample=True, clip_sample_range=1.0)
     recompute = clip != "none" and not (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding"))
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength {strength} must be in (0, 1]: 1 starts from pure noise (the paper's sampling)")
+    alphas = scheduler.alphas_cumprod.double().numpy()  # read once, not at every step
+    check_strength(strength)
     scheduler.set_timesteps(steps)
     x = noise if noise is not None else torch.randn(cond.shape, generator=generator, dtype=torch.float32)
     x = x.to(cond.device, torch.float32)
     timesteps = scheduler.timesteps
     if strength < 1.0:
-        run = max(1, min(steps, round(steps * strength)))
-        begin = (steps - run) * scheduler.order
+        begin = (steps - steps_run(steps, strength)) * scheduler.order
         timesteps = timesteps[begin:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
@@ -245,7 +254,7 @@ def sample(
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         eps = model(torch.cat([x_t.to(cond.dtype), cond], dim=1), t_batch, emb, mask).float()
         if recompute:
-            eps = clipped_noise(eps, x_t.float(), _alpha_bar(scheduler, t))
+            eps = clipped_noise(eps, x_t.float(), _alpha_bar(alphas, t))
         out = scheduler.step(eps, t, x, **step_kwargs)
         x = out.prev_sample
         if x0_callback is not None:

@@ -32,7 +32,7 @@ from sr_degrade.errors import PromptError, SrDegradeError
 from sr_degrade.text import parse_prompt
 
 from .bicubic import bicubic_upsample, to_model_range, to_unit_range
-from .diffusion import check_clip, sample, sampling_scheduler
+from .diffusion import check_clip, check_strength, sample, sampling_scheduler
 from .export import PromptSRModel, load_model
 
 COLOR_FIXES = ("none", "adain", "wavelet")
@@ -197,12 +197,11 @@ class Upscaler:
         if not 0 <= overlap < tile:
             raise SrDegradeError(f"--overlap {overlap} must be smaller than the tile ({tile}) and >= 0")
         clip = self.model.diffusion.clip if clip is None else clip
-        try:
+        try:  # before any work: the sampler checks both too, but only after the prompt is embedded
             check_clip(clip)
+            check_strength(strength)
         except ValueError as e:
             raise SrDegradeError(str(e)) from None
-        if not 0.0 < strength <= 1.0:
-            raise SrDegradeError(f"--strength {strength} must be in (0, 1] (1: start from pure noise, the paper's)")
         emb = torch.from_numpy(self.embed(prompt, free_text).astype(np.float32))[None].to(self.device, self.dtype)
         s = self.scale
         h, w = lr.shape[:2]

@@ -151,19 +151,6 @@ def flat(summary: Mapping[str, Estimate], prefix: str = "val_eps_") -> dict[str,
     return out
 
 
-def paired_eps_losses(
-    model: Callable,
-    hr: torch.Tensor,
-    cond: torch.Tensor,
-    embs: Mapping[str, tuple[torch.Tensor, torch.Tensor | None]],
-    scheduler,
-    draws: int = 4,
-    generator: torch.Generator | None = None,
-) -> dict[str, Estimate]:
-    """`summarise(paired_draw_losses(...))`: each condition's mean and SE, and the differences vs "true"."""
-    return summarise(paired_draw_losses(model, hr, cond, embs, scheduler, draws, generator))
-
-
 # ---- an exported model on evaluation shards -------------------------------------------------------
 
 
@@ -302,11 +289,11 @@ def held_out_signal(
     seed: int = 0,
     prefix: str = "val_eps_",
 ) -> dict[str, float]:
-    """The trainer's validation signal: `paired_eps_losses` under the true prompts (`true` = their (emb,
+    """The trainer's validation signal: `paired_draw_losses`, summarised, under the true prompts (`true` = their (emb,
     mask)), the empty prompt and each sample's `wrong_prompt`, encoded by `embed(prompts) -> (emb, mask)`;
     flattened to val_eps_true, val_eps_true_se, ..., val_eps_wrong_minus_true(_se). A fresh
     torch.Generator(seed) each call: every validation scores the same draws, a curve without draw noise."""
     b = hr.shape[0]
     embs = {"true": true, "empty": embed([""] * b), "wrong": embed([wrong_prompt(p, degradation) for p in params])}
     gen = torch.Generator().manual_seed(seed)
-    return flat(paired_eps_losses(model, hr, cond, embs, scheduler, draws, gen), prefix)
+    return flat(summarise(paired_draw_losses(model, hr, cond, embs, scheduler, draws, gen)), prefix)
