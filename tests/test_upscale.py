@@ -229,7 +229,7 @@ def test_the_clip_setting_travels_with_the_model_and_old_folders_clip_with_a_not
 
 
 def test_cli_clip_options_and_compare(model_dir, lr_photo, tmp_path):
-    from promptsr.compare import bicubic_of
+    from promptsr.bicubic import bicubic_uint8
     from promptsr.metrics import psnr_y
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -259,7 +259,7 @@ def test_cli_clip_options_and_compare(model_dir, lr_photo, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     bic = read_image(tmp_path / "bic.png")
-    assert np.array_equal(bic, bicubic_of(lr, 4))
+    assert np.array_equal(bic, bicubic_uint8(lr, 4))
     assert f"{psnr_y(bic, hr):6.2f} dB" in r.stdout.splitlines()[0]
     assert f"{psnr_y(sr, hr):6.2f} dB" in r.stdout.splitlines()[1]
     sheet = read_image(tmp_path / "cmp.png")

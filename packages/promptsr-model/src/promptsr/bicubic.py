@@ -8,6 +8,7 @@ range [lo, hi] since cubic interpolation overshoots at edges.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +19,13 @@ def bicubic_upsample(lr: torch.Tensor, scale: int, lo: float = -1.0, hi: float =
         raise ValueError(f"expected a (B, C, h, w) tensor, got shape {tuple(lr.shape)}")
     out = F.interpolate(lr.float(), scale_factor=scale, mode="bicubic", align_corners=False)
     return out.clamp_(lo, hi).to(lr.dtype)
+
+
+def bicubic_uint8(lr: np.ndarray, scale: int) -> np.ndarray:
+    """H x W x 3 uint8 LR -> (scale H) x (scale W) x 3 uint8: the baseline image, rounded like a saved PNG."""
+    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div(255.0)
+    up = bicubic_upsample(x, scale, 0.0, 1.0)[0].permute(1, 2, 0).mul(255.0).round()
+    return up.clamp(0, 255).to(torch.uint8).numpy()
 
 
 def to_model_range(x01: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
     bicubic, sheet, scores = compare(lr, sr, hr)
 
-The bicubic image is `bicubic_upsample` of the same LR (the function that conditions the model and
+The bicubic image is `bicubic_uint8` of the same LR (the one bicubic that conditions the model and
 scores the baseline in `promptsr eval`), so the two columns start from the same pixels. Scores are
 PSNR-Y / SSIM-Y as everywhere in PromptSR (BT.601 studio-range Y, border = scale cropped).
 """
@@ -11,19 +11,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from sr_degrade.errors import SrDegradeError
 
-from .bicubic import bicubic_upsample
+from .bicubic import bicubic_uint8
 from .metrics import psnr_y, ssim_y
-
-
-def bicubic_of(lr: np.ndarray, scale: int) -> np.ndarray:
-    """H x W x 3 uint8 LR -> (scale H) x (scale W) x 3 uint8 through the project's one bicubic."""
-    x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float().div(255.0)
-    up = bicubic_upsample(x, scale, 0.0, 1.0)[0].permute(1, 2, 0).mul(255.0).round()
-    return up.clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _caption(width: int, lines: list[str]) -> np.ndarray:
@@ -57,7 +49,7 @@ def compare(
         raise SrDegradeError(
             f"the HR image {hr.shape[1]}x{hr.shape[0]} is not the SR's size {sr.shape[1]}x{sr.shape[0]}"
         )
-    bicubic = bicubic_of(lr, scale)
+    bicubic = bicubic_uint8(lr, scale)
     scores: dict[str, dict[str, float]] = {}
     columns = [("bicubic", bicubic), ("PromptSR", sr)] + ([("HR", hr)] if hr is not None else [])
     cells = []

@@ -41,7 +41,7 @@ import torch
 from sr_degrade.errors import SrDegradeError
 from sr_degrade.params import DegradationParams
 
-from .bicubic import bicubic_upsample
+from .bicubic import bicubic_uint8
 from .metrics import psnr_y, ssim_y
 
 __all__ = [
@@ -403,9 +403,7 @@ def evaluate(
                 if item.error:
                     raise SrDegradeError(item.error)
                 prompt = _prompt_for(item, opts.prompt_format, opts.seed, index, upscaler.model.degradation)
-                lr_t = torch.from_numpy(item.lr).permute(2, 0, 1)[None].float().div(255.0)
-                bic = bicubic_upsample(lr_t, scale, 0.0, 1.0)[0].permute(1, 2, 0).mul(255.0).round()
-                bicubic = bic.clamp(0, 255).to(torch.uint8).numpy()
+                bicubic = bicubic_uint8(item.lr, scale)
                 sr = upscaler.upscale(
                     item.lr, prompt, steps=opts.steps, scheduler=opts.scheduler, seed=opts.seed, tile=opts.tile,
                     overlap=opts.overlap, batch=opts.batch, color=opts.color, free_text=opts.free_text,
