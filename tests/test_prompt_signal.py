@@ -154,6 +154,6 @@ def test_ablate_loss_prints_the_three_conditions(model_dir, val_shards, tmp_path
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_held_out_loss_ignores_the_sampling_ablations_out_rule(model_dir, val_shards):  # noqa: F811
+def test_sampling_ablations_without_out_get_one_line(model_dir, val_shards):  # noqa: F811
     r = CliRunner().invoke(app, ["ablate", "prompt", "--model", str(model_dir), "--data", str(val_shards)])
     assert r.exit_code == 2 and "needs --out" in r.stderr
