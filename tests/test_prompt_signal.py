@@ -113,7 +113,8 @@ def test_validation_logs_the_three_losses_with_their_errors(val_shards, tmp_path
     from accelerate import Accelerator
 
     from promptsr.config import load_train_config
-    from promptsr.trainer import PromptEmbedder, shard_build_info, validate
+    from promptsr.train_data import PromptEmbedder, shard_build_info
+    from promptsr.validation import Validator
 
     cfg = load_train_config(
         None,
@@ -123,7 +124,8 @@ def test_validation_logs_the_three_losses_with_their_errors(val_shards, tmp_path
     encoder = shard_build_info(str(val_shards))["encoder"]
     records: list[dict] = []
     net = randomized_tiny(4)
-    validate(cfg, Accelerator(cpu=True), net, None, PromptEmbedder("minilm", encoder), 4, 150, records.append)
+    validate = Validator(cfg, PromptEmbedder("minilm", encoder), 4, net.size_multiple)
+    validate(Accelerator(cpu=True), net, None, 150, records.append)
     (record,) = records
     assert "val_psnr" in record and set(SIX) <= set(record)
     assert {"val_eps_wrong_minus_true", "val_eps_empty_minus_true_se"} <= set(record)
@@ -131,7 +133,7 @@ def test_validation_logs_the_three_losses_with_their_errors(val_shards, tmp_path
     assert record["val_eps_wrong_minus_true"] != 0 and record["val_eps_empty_minus_true"] != 0
     assert (tmp_path / "val" / "step_00000150.png").exists() and net.training
     # The same draws at every validation: an unchanged model logs the same numbers.
-    validate(cfg, Accelerator(cpu=True), net, None, PromptEmbedder("minilm", encoder), 4, 300, records.append)
+    validate(Accelerator(cpu=True), net, None, 300, records.append)
     assert {k: records[1][k] for k in SIX} == {k: record[k] for k in SIX}
 
 

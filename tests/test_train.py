@@ -52,6 +52,7 @@ def overrides(data: dict[str, Path], out: Path, **extra: object) -> list[str]:
         "run.val_every": 1000,
         "run.val_samples": 3,
         "run.val_steps": 5,
+        "run.debug_state": True,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
@@ -78,7 +79,7 @@ def resolved_clip(run_dir) -> str:
     return load_train_config(run_dir / "config.yaml").diffusion.clip
 
 
-def test_two_gloo_ranks_learn_and_stay_identical(two_rank_run):
+def test_two_gloo_ranks_learn_and_stay_identical(two_rank_run, data):
     rows = metrics(two_rank_run)
     fixed = [r["fixed_loss"] for r in rows if "fixed_loss" in r]
     assert rows[0]["step"] == 0 and len(fixed) >= 3
@@ -92,6 +93,16 @@ def test_two_gloo_ranks_learn_and_stay_identical(two_rank_run):
     assert signal <= logged  # the prompt signal rides along with every validation
     assert resolved_clip(two_rank_run) == "clamp"  # the clip setting is part of the run's config
     assert (two_rank_run / "val" / "step_00000060.png").exists()
+    # Validation used the first val_samples samples in key order of ALL the val shards, not rank 0's share.
+    import webdataset as wds
+
+    from sr_degrade.shards import shard_files
+
+    keys = sorted(
+        r["__key__"] for r in wds.DataPipeline(wds.SimpleShardList(shard_files(data["val"])), wds.tarfile_to_samples())
+    )
+    validated = json.loads((two_rank_run / "val" / "samples.json").read_text())["keys"]
+    assert len(keys) > 3 and validated == keys[:3]
     assert list((two_rank_run / "promptsr").glob("**/events.out.tfevents.*"))  # TensorBoard
     resolved = load_train_config(two_rank_run / "config.yaml")
     assert resolved.optim.max_steps == 60 and resolved.model.preset == "tiny"
@@ -109,6 +120,11 @@ def test_a_stopped_run_resumes_with_its_exact_state(data, tmp_path):
     loaded = json.loads((out / "resume_check.json").read_text())
     for key in ("step", "model", "optimizer", "lr_scheduler", "ema", "torch_rng", "numpy_rng", "python_rng"):
         assert loaded[key] == saved[key], key
+    # No pickle in a checkpoint: the EMA by name in safetensors, the counters in JSON, RNG states in safetensors.
+    ckpt = out / "checkpoints" / "step_00000030"
+    assert not list((out / "checkpoints").glob("*/*.pkl"))
+    assert json.loads((ckpt / "train_state.json").read_text())["step"] == 30
+    assert {"ema.safetensors", "rng_0.safetensors", "model.safetensors"} <= {p.name for p in ckpt.iterdir()}
     steps = [r["step"] for r in metrics(out) if "loss" in r]
     assert steps == [10, 20, 30]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000020", "step_00000030"]
@@ -126,12 +142,13 @@ def test_export_then_load_gives_identical_outputs_and_the_live_embeddings(two_ra
     assert model.meta["ema"] is True and model.meta["trained_steps"] == 60 and model.scale == 4
     # The exported weights are the EMA shadow of the last checkpoint.
     ckpt = two_rank_run / "checkpoints" / "step_00000060"
-    ema = torch.load(sorted(ckpt.glob("custom_checkpoint_*.pkl"))[1], weights_only=True)
+    ema = load_file(str(ckpt / "ema.safetensors"))
     reference = build_unet("tiny", cross_attention_dim=384)
-    reference.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    with torch.no_grad():
-        for p, shadow in zip(reference.parameters(), ema["shadow_params"]):
-            p.copy_(shadow)
+    raw = load_file(str(ckpt / "model.safetensors"))
+    assert set(ema) == {n for n, _ in reference.named_parameters()}  # the EMA by parameter name
+    reference.load_state_dict({**raw, **ema})
+    assert not torch.equal(ema["conv_in.weight"], raw["conv_in.weight"])  # the EMA is not the raw weights
+    assert json.loads((folder / "unet" / "config.json").read_text())["text_encoder"] == model.encoder["id"]
     x = torch.randn(2, 6, 32, 32, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([5, 1500])
     emb = torch.from_numpy(model.lookup("light blur, downsample").astype(np.float32))[None].repeat(2, 1, 1)
@@ -159,6 +176,11 @@ def test_config_round_trip_overrides_and_unknown_keys(tmp_path):
         load_train_config(None, ["data.prompt_formats={original: 0.5}"])
     with pytest.raises(ConfigError, match="key=value"):
         load_train_config(None, ["optim.lr"])
+    with pytest.raises(ConfigError, match="run.keep_checkpoints"):  # 0 used to keep every checkpoint
+        load_train_config(None, ["run.keep_checkpoints=0"])
+    with pytest.raises(ConfigError, match="run.tf32"):
+        load_train_config(None, ["run.tf32=maybe"])
+    assert load_train_config(None, ["run.compile=aot_eager"]).run.compile == "aot_eager"
 
 
 def test_bad_input_gets_one_message(data, tmp_path):
@@ -173,12 +195,35 @@ def test_bad_input_gets_one_message(data, tmp_path):
     assert r.returncode == 2 and "huge" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_checkpoint_of_another_preset_is_refused(data, tmp_path):
+class _Payload:
+    """Unpickling this creates the file named by `path`: what a planted checkpoint file would run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_checkpoint_of_another_preset_or_layout_is_refused_and_never_unpickled(data, tmp_path):
     out = tmp_path / "other"
-    base = overrides(data, out, **{"run.checkpoint_every": 5, "optim.max_steps": 5})
-    assert run([sys.executable, str(TRAIN), *base]).returncode == 0
+    base = overrides(data, out, **{"run.checkpoint_every": 5, "optim.max_steps": 5, "run.val_every": 5})
+    first = run([sys.executable, str(TRAIN), *base, "run.tf32=true", "run.compile=no_such_backend"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Speed options this machine cannot use fall back with one notice each, never a crash.
+    assert first.stderr.count("note: run.tf32 applies to CUDA devices only") == 1
+    assert first.stderr.count("'no_such_backend' is not usable here") == 1
     r = run([sys.executable, str(TRAIN), *base, "optim.max_steps=10", "model.overrides={base_channels: 24}"])
     assert r.returncode == 2 and "cannot resume" in r.stderr and "Traceback" not in r.stderr
+    # A checkpoint of the older, pickled layout (or one with a planted pickle) is refused before anything is loaded.
+    import pickle
+
+    ckpt = out / "checkpoints" / "step_00000005"
+    ran = tmp_path / "payload_ran"
+    (ckpt / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload(ran)))
+    r = run([sys.executable, str(TRAIN), *base, "optim.max_steps=10"])
+    assert r.returncode == 2 and "older layout" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and not ran.exists()
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run_after_saving(data, tmp_path):

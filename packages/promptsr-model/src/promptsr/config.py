@@ -63,11 +63,19 @@ class RunConfig:
     cpu: bool = False  #: force the CPU even when a GPU is there
     log_every: int = 50
     checkpoint_every: int = 5000
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 3  #: the newest checkpoints kept (>= 1)
     val_every: int = 10_000
     val_samples: int = 8
     val_steps: int = 50  #: DDIM steps of the validation samples
     resume: str | None = "auto"  #: "auto": the latest checkpoint in output_dir; a path; or null
+    # Speed (README, "Training on a GPU"): "auto" turns each on for a CUDA device and off on the CPU;
+    # true asks for it anywhere (a machine that cannot use it falls back with one notice); false is off.
+    tf32: Any = "auto"  #: TF32 matmuls and convolutions, cudnn.benchmark (CUDA only)
+    channels_last: Any = "auto"  #: NHWC memory format for the denoiser and its inputs
+    fused_adam: Any = "auto"  #: torch's fused Adam kernel
+    compile: Any = "auto"  #: torch.compile the training forward: auto, true (inductor), false, or a backend name
+    #: also write state digests (checkpoints/*/digests.json, resume_check.json, final_rank*.json), for tests
+    debug_state: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,24 @@ class TrainConfig:
             raise ConfigError(
                 f"config field 'run.mixed_precision' = {self.run.mixed_precision!r}: use no, bf16 or fp16"
             )
-        for name in ("batch_size", "grad_accum", "max_steps", "log_every", "checkpoint_every", "val_every"):
+        for name in ("tf32", "channels_last", "fused_adam"):
+            if getattr(self.run, name) not in (True, False, "auto"):
+                raise ConfigError(f"config field 'run.{name}' = {getattr(self.run, name)!r}: use auto, true or false")
+        if not isinstance(self.run.compile, (bool, str)) or self.run.compile == "":
+            raise ConfigError(
+                f"config field 'run.compile' = {self.run.compile!r}: use auto, true, false or a torch.compile "
+                "backend name"
+            )
+        positive = (
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+            "log_every",
+            "checkpoint_every",
+            "val_every",
+            "keep_checkpoints",
+        )
+        for name in positive:
             section = "optim" if hasattr(self.optim, name) else "run"
             if getattr(getattr(self, section), name) < 1:
                 raise ConfigError(f"config field '{section}.{name}' must be >= 1")

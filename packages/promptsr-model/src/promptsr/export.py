@@ -68,6 +68,31 @@ def _latest_checkpoint(run: Path) -> Path:
     return found[-1]
 
 
+def _load_checkpoint_weights(model: Any, ckpt: Path, use_ema: bool) -> tuple[bool, int | None]:
+    """Load a checkpoint's weights into `model` by name: the EMA (ema.safetensors) when `use_ema` and
+    the checkpoint has one, else the raw weights. Returns (EMA used, trained steps or None)."""
+    from safetensors.torch import load_file
+
+    from .checkpoint import EMA_FILE, LEGACY_PATTERN, STATE_FILE, check_layout, read_ema
+
+    if not (ckpt / "model.safetensors").exists():
+        raise SrDegradeError(f"{ckpt}: no model.safetensors; is this a checkpoint folder?")
+    if use_ema or not any(ckpt.glob(LEGACY_PATTERN)):
+        check_layout(ckpt)  # an older layout is refused unless only its raw weights are asked for
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    step = json.loads((ckpt / STATE_FILE).read_text())["step"] if (ckpt / STATE_FILE).exists() else None
+    if not (use_ema and (ckpt / EMA_FILE).exists()):
+        return False, step
+    shadow, _ = read_ema(ckpt / EMA_FILE)
+    named = dict(model.named_parameters())
+    if set(shadow) != set(named):
+        raise SrDegradeError(f"{ckpt / EMA_FILE} does not match the model's parameters")
+    with torch.no_grad():
+        for name, p in named.items():
+            p.copy_(shadow[name])
+    return True, step
+
+
 def export_model(
     run_dir: str | Path,
     out: str | Path,
@@ -77,7 +102,6 @@ def export_model(
     text_encoder: str | None = None,
 ) -> Path:
     """Write the model folder described in the module doc from a run (its latest checkpoint)."""
-    from safetensors.torch import load_file
 
     from sr_degrade.embed import check_same_encoder, encoder_name, load_text_encoder
 
@@ -92,18 +116,11 @@ def export_model(
     deg_cfg = DegradationConfig.from_dict(degradation)
     ckpt = Path(checkpoint) if checkpoint else _latest_checkpoint(run)
 
-    model = build_unet(cfg.model.preset, **{**cfg.model.overrides, "cross_attention_dim": encoder_info["dim"]})
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    ema_used = False
-    ema_files = sorted(ckpt.glob("custom_checkpoint_*.pkl"))
-    if use_ema and cfg.optim.ema_decay > 0 and len(ema_files) >= 2:
-        # Registered in this order by the trainer: TrainState, then the EMA model.
-        ema_state = torch.load(ema_files[1], map_location="cpu", weights_only=True)
-        with torch.no_grad():
-            for p, shadow in zip(model.parameters(), ema_state["shadow_params"]):
-                p.copy_(shadow)
-        ema_used = True
-    step = int(torch.load(ema_files[0], map_location="cpu", weights_only=True)["step"]) if ema_files else None
+    model = build_unet(
+        cfg.model.preset,
+        **{**cfg.model.overrides, "cross_attention_dim": encoder_info["dim"], "text_encoder": encoder_info["id"]},
+    )
+    ema_used, step = _load_checkpoint_weights(model, ckpt, use_ema and cfg.optim.ema_decay > 0)
 
     encoder = load_text_encoder(text_encoder or cfg.data.text_encoder or encoder_name(encoder_info))
     check_same_encoder(encoder_info, encoder.info, "the model's training embeddings")

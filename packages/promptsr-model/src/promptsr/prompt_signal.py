@@ -189,7 +189,7 @@ def ablate_loss(
 
     from .bicubic import bicubic_upsample, to_model_range
     from .diffusion import train_scheduler
-    from .trainer import shard_build_info
+    from .train_data import shard_build_info
 
     scale, deg = model.scale, model.degradation
     multiple = model.unet.size_multiple * scale
