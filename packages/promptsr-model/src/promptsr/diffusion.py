@@ -174,10 +174,13 @@ def clipped_noise(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: float) -> tor
     """The noise estimate recomputed from the clamped x0 ("recompute" clipping, module doc).
 
     eps, x_t: (B, C, H, W) float32; x_t is the model's (variance-preserving) input at a_t = alpha_bar.
+    Neither is modified; at most two image-sized temporaries live at once (the sampler's state may be
+    a large image on the host).
     """
     a, s = alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
-    x0 = (x_t - s * eps) / a
-    return eps + (a / s) * (x0 - x0.clamp(-1.0, 1.0))
+    x0 = torch.mul(eps, s).neg_().add_(x_t).div_(a)  # (x_t - s eps) / a, the same roundings
+    x0.sub_(x0.clamp(-1.0, 1.0)).mul_(a / s)
+    return x0.add_(eps)
 
 
 def _x0_of(scheduler, out) -> torch.Tensor | None:
@@ -187,6 +190,12 @@ def _x0_of(scheduler, out) -> torch.Tensor | None:
     if x0 is None and getattr(scheduler, "model_outputs", None):
         x0 = scheduler.model_outputs[-1]
     return x0
+
+
+#: The sampler's view of the model: denoise(x_t, t) -> eps. x_t: (B, 3, H, W) float32, the scheduler's
+#: scaled sample; t: (B,) long tensor of timesteps on x_t's device. Returns the predicted noise, any float
+#: dtype, on x_t's device. It must not modify x_t.
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
@@ -207,15 +216,49 @@ def sample(
 ) -> torch.Tensor:
     """Reverse diffusion from Gaussian noise to an HR image in [-1, 1], conditioned on `cond`.
 
-    The initial noise is drawn on the CPU from `generator` (so CPU and GPU runs start alike) unless
-    given. `eta` only applies to DDIM (0 = deterministic, the paper's setting). The trajectory stays
-    in float32 whatever the model's dtype; only the model's input is cast to `cond`'s dtype.
-    `clip` is one of CLIP_MODES (module doc). `x0_callback(i, x0)` sees the x0 estimate the
-    scheduler used at step i (1-based), e.g. to check clipping or to watch the image form.
+    `model(torch.cat([x_t, cond], 1), t, emb, mask)` is the denoiser, called on the whole batch; the
+    model's input is cast to `cond`'s dtype. Everything else is `sample_with`'s (the options are its).
+    """
+
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(torch.cat([x_t.to(cond.dtype), cond], dim=1), t, emb, mask)
+
+    return sample_with(
+        denoise, cond.shape, scheduler, steps, start=cond, device=cond.device, generator=generator, noise=noise,
+        eta=eta, callback=callback, clip=clip, x0_callback=x0_callback, strength=strength,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def sample_with(
+    denoise: Denoiser,
+    shape: tuple[int, ...] | torch.Size,
+    scheduler,
+    steps: int = 50,
+    *,
+    start: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    eta: float = 0.0,
+    callback: Callable[[int, int], None] | None = None,
+    clip: str = DEFAULT_CLIP,
+    x0_callback: Callable[[int, torch.Tensor], None] | None = None,
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """Reverse diffusion of a `shape` (B, 3, H, W) image from Gaussian noise to [-1, 1] through `denoise`.
+
+    The state (the float32 trajectory and the scheduler's temporaries, about six image copies at the
+    peak of a step) lives on `device` (default: the CPU), whatever device `denoise` runs its model on:
+    the tiled Upscaler keeps a large image on the host and moves only tiles to the GPU. The initial
+    noise is drawn on the CPU from `generator` (so CPU and GPU runs start alike) unless given.
+    `eta` only applies to DDIM (0 = deterministic, the paper's setting). `clip` is one of CLIP_MODES
+    (module doc). `x0_callback(i, x0)` sees the x0 estimate the scheduler used at step i (1-based),
+    e.g. to check clipping or to watch the image form; `callback(i, n)` is called after each step.
 
     `strength` in (0, 1]: 1 (the paper's sampling) starts from pure noise at t ~ T. Below 1 the
-    reverse process starts from `cond` itself noised to t0 ~ strength x T and runs only the last
-    round(strength x steps) steps (diffusers' img2img convention; for SR, Chung et al.'s
+    reverse process starts from `start` (the conditioning) noised to t0 ~ strength x T and runs only
+    the last round(strength x steps) steps (diffusers' img2img convention; for SR, Chung et al.'s
     "Come-Closer-Diffuse-Faster"): the low frequencies come from the conditioning, which a briefly
     trained model cannot yet restore from pure noise, and sampling is 1 / strength times faster.
     """
@@ -231,17 +274,20 @@ def sample(
     recompute = clip != "none" and not (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding"))
     alphas = scheduler.alphas_cumprod.double().numpy()  # read once, not at every step
     check_strength(strength)
+    if strength < 1.0 and start is None:
+        raise ValueError("strength < 1 starts from the conditioning: pass it as `start`")
+    device = torch.device(device) if device is not None else torch.device("cpu")
     scheduler.set_timesteps(steps)
-    x = noise if noise is not None else torch.randn(cond.shape, generator=generator, dtype=torch.float32)
-    x = x.to(cond.device, torch.float32)
+    x = noise if noise is not None else torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+    x = x.to(device, torch.float32)
     timesteps = scheduler.timesteps
     if strength < 1.0:
         begin = (steps - steps_run(steps, strength)) * scheduler.order
         timesteps = timesteps[begin:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
-        x = scheduler.add_noise(cond.float(), x, timesteps[:1])
-    else:
+        x = scheduler.add_noise(start.to(device, torch.float32), x, timesteps[:1])
+    elif scheduler.init_noise_sigma != 1.0:  # x * 1.0 would only copy the image
         x = x * scheduler.init_noise_sigma
     step_kwargs = {}
     params = inspect.signature(scheduler.step).parameters
@@ -251,16 +297,20 @@ def sample(
         step_kwargs["generator"] = generator
     for i, t in enumerate(timesteps):
         x_t = scheduler.scale_model_input(x, t)
+        # A tensor, never a Python number: a compiled model would specialise on (recompile for) each value.
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        eps = model(torch.cat([x_t.to(cond.dtype), cond], dim=1), t_batch, emb, mask).float()
+        eps = denoise(x_t, t_batch).float()
         if recompute:
-            eps = clipped_noise(eps, x_t.float(), _alpha_bar(alphas, t))
+            eps = clipped_noise(eps, x_t, _alpha_bar(alphas, t))
+        del x_t  # image-sized when the scheduler scales its input (Euler)
         out = scheduler.step(eps, t, x, **step_kwargs)
+        del eps  # not kept through the next step's denoising: it would be one more image copy
         x = out.prev_sample
         if x0_callback is not None:
             x0 = _x0_of(scheduler, out)
             if x0 is not None:
                 x0_callback(i + 1, x0)
+        del out
         if callback is not None:
             callback(i + 1, len(timesteps))
-    return x.clamp(-1.0, 1.0)
+    return x.clamp_(-1.0, 1.0)  # x is the scheduler's fresh output: clamped in place, no extra copy
