@@ -1,39 +1,64 @@
 #!/usr/bin/env bash
-# The GPU checks of the model issues in one device call of about 6 minutes: the reference denoiser
-# (../shared/bench/paper_dn_anchor.py, copied into .device/ here, which git ignores) and our
-# training and inference benchmarks, each stage under its own time limit, each stage's numbers written to $OUT as
-# it ends, so a stage that runs long costs only itself.
-#
-# Prepare on the CPU machine (once), then run through the device tool with carry [".whl", ".device"]:
-#   mkdir -p .device && cp ../shared/bench/paper_dn_anchor.py .device/
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1     # not on the GPU image
-#   (.whl/ is ignored by git: echo /.whl/ >> .git/info/exclude)
-#   command: bash bench/gpu_check.sh
+# The GPU checks of issue 9 in one device call of at most about 5 minutes on one H100, each stage under
+# its own time limit and writing its numbers to $OUT as it ends (a stage that runs long costs only
+# itself), then one table (bench/gpu_table.py) with the goals beside the figures:
+#   anchor          the plain reference denoiser (../shared/bench/paper_dn_anchor.py): train + DDIM-50
+#   train           the product's training step (bench/train.py: trainer's TrainStep, promptsr_x4, bf16,
+#                   batch 16, 256^2), eager; then with the default torch.compile
+#   resume          `train.py` on the GPU: 5 steps with EMA, checkpoint, resume, 5 more (the EMA on the device)
+#   infer           DDIM-50 and DPM-Solver++ 20 at 512^2 through Upscaler.upscale (promptsr upscale's path),
+#                   and the tiled 2048^2 peak memory (bench/infer.py)
+# Prepare once on the CPU machine (bench/gpu_prepare.sh), then through the device tool:
+#   command: bash bench/gpu_check.sh      carry: [".device"]
+# Without a GPU, GPU_CHECK_CPU=1 runs every stage at toy sizes, to check the script itself.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+PY=${PY:-python3}
+if compgen -G ".device/whl/*.whl" >/dev/null && ! $PY -c "import diffusers, webdataset" 2>/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/whl/*.whl \
         && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="packages/sr-degrade/src:packages/promptsr-model/src${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/gpu.txt"
 
+SCALE=1
 stage() {  # stage NAME SECONDS command...
-    local name=$1 limit=$2
+    local name=$1 limit=$(($2 * SCALE))
     shift 2
     echo "== $name (limit ${limit}s)"
+    local t0=$SECONDS
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
-    echo "exit $?" >>"$OUT/$name.log"
-    tail -n 4 "$OUT/$name.log"
+    local rc=$?
+    echo "exit $rc after $((SECONDS - t0)) s" >>"$OUT/$name.log"
+    tail -n 3 "$OUT/$name.log"
 }
 
-stage anchor 150 env OUT="$OUT" python3 .device/paper_dn_anchor.py
-stage train_bf16 60 python3 bench/train.py --preset promptsr_x4 --batch 16 --size 256 --dtype bf16 --json "$OUT/train_bf16.json"
-stage train_fp32 60 python3 bench/train.py --preset promptsr_x4 --batch 16 --size 256 --dtype fp32 --json "$OUT/train_fp32.json"
-stage train_bf16_compiled 180 python3 bench/train.py --preset promptsr_x4 --batch 16 --size 256 --dtype bf16 --compile \
-    --steps 20 --json "$OUT/train_bf16_compiled.json"
-stage infer_bf16 90 python3 bench/infer.py --preset promptsr_x4 --dtype bf16 --json "$OUT/infer_bf16.json"
-echo "tables: $OUT/*.log"
+if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then  # toy sizes on the CPU: the script's own check
+    TRAIN=(--preset tiny --batch 4 --size 64 --steps 2 --warmup 1)
+    INFER=(--preset tiny --dtype fp32 --size 64 --tiled-sizes 256 --tile 128)
+    RESUME=(run.cpu=true)
+    export QUICK=1
+    SCALE=5  # two CPU cores are no H100
+else
+    TRAIN=(--preset promptsr_x4 --batch 16 --size 256 --dtype bf16 --steps 10 --warmup 3)
+    INFER=(--preset promptsr_x4 --dtype bf16)
+    RESUME=(run.mixed_precision=bf16)
+fi
+
+stage anchor 80 env OUT="$OUT" $PY .device/paper_dn_anchor.py
+stage train_eager 45 $PY bench/train.py "${TRAIN[@]}" --json "$OUT/train_eager.json" run.compile=false
+stage resume 60 bash -c '
+    set -e
+    args=(data.train=.device/shards/train data.val=null data.crop=64 data.num_workers=2 data.shuffle_buffer=16
+          model.preset=tiny optim.batch_size=8 optim.ema_decay=0.99 run.output_dir='"$OUT"'/resume_run
+          run.checkpoint_every=5 run.log_every=5 run.compile=false '"${RESUME[*]}"')
+    '"$PY"' packages/promptsr-model/train.py "${args[@]}" optim.max_steps=5
+    '"$PY"' packages/promptsr-model/train.py "${args[@]}" optim.max_steps=10 | tee '"$OUT"'/resume_second.txt
+    grep -q "resumed from .* at step 5" '"$OUT"'/resume_second.txt
+    grep -q "training complete at step 10" '"$OUT"'/resume_second.txt
+    echo "{\"resumed\": true}" > '"$OUT"'/resume.json'
+stage infer 75 $PY bench/infer.py "${INFER[@]}" --json "$OUT/infer.json"
+stage train_compiled 90 $PY bench/train.py "${TRAIN[@]}" --json "$OUT/train_compiled.json"
+$PY bench/gpu_table.py "$OUT" | tee "$OUT/table.md"
