@@ -90,6 +90,46 @@ class FixedLoss:
         return float(accelerator.reduce(loss.detach(), "mean"))
 
 
+class MetricsLog:
+    """The run's records: `metrics.jsonl` and the trackers (TensorBoard) on the main process, and the
+    window of losses and samples since the last log line (mean loss over ranks, samples/s)."""
+
+    def __init__(self, accelerator, path: Path):
+        self.acc, self.path = accelerator, path
+        self.losses: list[torch.Tensor] = []
+        self.seen, self.start = 0, time.perf_counter()
+
+    def __call__(self, step: int, record: dict[str, Any]) -> None:
+        self.acc.log(record, step=step)
+        if self.acc.is_main_process:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, **record}) + "\n")
+
+    def add(self, loss: torch.Tensor, samples: int) -> None:
+        self.losses.append(loss)
+        self.seen += samples
+
+    def window(self) -> dict[str, float]:
+        """Mean loss (over ranks) and samples/s since the last call."""
+        record = {
+            "loss": float(self.acc.reduce(torch.stack(self.losses).mean(), "mean")),
+            "samples_per_s": self.seen / (time.perf_counter() - self.start),
+        }
+        self.losses, self.seen, self.start = [], 0, time.perf_counter()
+        return record
+
+
+def write_run_files(accelerator, cfg: TrainConfig, data: TrainData) -> None:
+    """config.yaml (resolved), encoder.json and degradation.json in output_dir; the trackers' hparams."""
+    out = Path(cfg.run.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(cfg.to_yaml())
+        (out / "encoder.json").write_text(json.dumps(data.encoder_info, indent=2))
+        (out / "degradation.json").write_text(json.dumps(data.degradation))
+        accelerator.init_trackers("promptsr", config={k: str(v) for k, v in _flatten(cfg.to_dict()).items()})
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training as configured; returns the final step and status. Launch under accelerate."""
     from accelerate.utils import set_seed
@@ -128,12 +168,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if resumed_from is not None:
         accelerator.print(f"resumed from {resumed_from} at step {state.step}")
 
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
-        (out / "encoder.json").write_text(json.dumps(data.encoder_info, indent=2))
-        (out / "degradation.json").write_text(json.dumps(data.degradation))
-        accelerator.init_trackers("promptsr", config={k: str(v) for k, v in _flatten(cfg.to_dict()).items()})
+    write_run_files(accelerator, cfg, data)
     validator = None
     if cfg.data.val and accelerator.is_main_process:
         validator = Validator(cfg, data.embedder, data.scale, accelerator.unwrap_model(model).size_multiple)
@@ -141,18 +176,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     step_fn = TrainStep(accelerator, model, optimizer, noise_scheduler, cfg.optim.grad_clip, speed)
     batches = iter(data.loader(per_rank, state.step))
     fixed_loss = FixedLoss(data.to_device(next(batches), device), cfg.diffusion.num_train_timesteps)
-    metrics_path = out / "metrics.jsonl"
-
-    def log(record: dict[str, Any]) -> None:
-        accelerator.log(record, step=state.step)
-        if accelerator.is_main_process:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps({"step": state.step, **record}) + "\n")
-
+    log = MetricsLog(accelerator, out / "metrics.jsonl")
     if state.step == 0:
-        log({"fixed_loss": fixed_loss(accelerator, model, noise_scheduler)})
+        log(0, {"fixed_loss": fixed_loss(accelerator, model, noise_scheduler)})
     last_saved = state.step if resumed_from else -1
-    seen, window_start, losses = 0, time.perf_counter(), []
     status = "stopped"
     try:
         while state.step < cfg.optim.max_steps:
@@ -167,8 +194,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         "(lower optim.lr, or check the data); the last good state is saved"
                     )
                 continue
-            losses.append(loss)
-            seen += batch.hr.shape[0] * world
+            log.add(loss, batch.hr.shape[0] * world)
             if not accelerator.sync_gradients:
                 continue
             lr_scheduler.step()
@@ -177,25 +203,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             state.step += 1
             state.bad_in_a_row = 0
             if state.step % cfg.run.log_every == 0 or state.step == cfg.optim.max_steps:
-                elapsed = time.perf_counter() - window_start
-                log(
-                    {
-                        "loss": float(accelerator.reduce(torch.stack(losses).mean(), "mean")),
-                        "fixed_loss": fixed_loss(accelerator, model, noise_scheduler),
-                        "lr": lr_scheduler.get_last_lr()[0],
-                        "samples_per_s": seen / elapsed,
-                        "memory_gb": peak_memory_gib(device),
-                        "skipped_steps": state.skipped,
-                        "live_prompts": data.embedder.live_prompts,
-                    }
-                )
-                seen, window_start, losses = 0, time.perf_counter(), []
+                record = {
+                    **log.window(),
+                    "fixed_loss": fixed_loss(accelerator, model, noise_scheduler),
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "memory_gb": peak_memory_gib(device),
+                    "skipped_steps": state.skipped,
+                    "live_prompts": data.embedder.live_prompts,
+                }
+                log(state.step, record)
             if state.step % cfg.run.checkpoint_every == 0:
                 ckpt.save()
                 last_saved = state.step
             if cfg.data.val and state.step % cfg.run.val_every == 0:
                 if validator is not None:
-                    validator(accelerator, model, ema, state.step, log)
+                    validator(accelerator, model, ema, state.step, lambda r: log(state.step, r))
                 accelerator.wait_for_everyone()
         status = "complete"
     finally:
