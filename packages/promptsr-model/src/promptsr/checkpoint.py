@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,9 @@ class TrainState:
 
 
 def checkpoints(out: Path) -> list[Path]:
-    """The checkpoint folders of a run, oldest first."""
-    return sorted((Path(out) / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    """The complete checkpoint folders of a run, oldest first (a save in progress is `step_*.tmp`)."""
+    found = [p for p in (Path(out) / "checkpoints").glob("step_*") if re.fullmatch(r"step_\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
 def check_layout(path: Path) -> None:
@@ -241,15 +243,24 @@ class Checkpointer:
             load_ema(folder / EMA_FILE, self.net, self.ema, self.acc.device)
 
     def save(self) -> Path:
-        """Save the whole state as checkpoints/step_<step>, keeping the newest `keep`."""
+        """Save the whole state as checkpoints/step_<step>, keeping the newest `keep`. Written into
+        step_<step>.tmp and renamed once every rank has written its part, so a folder named step_<n>
+        is always complete."""
         path = self.out / "checkpoints" / f"step_{self.state.step:08d}"
-        self.acc.save_state(str(path))
-        (path / f"random_states_{self.acc.process_index}.pkl").unlink(missing_ok=True)  # ours replaces it
+        tmp = path.with_name(path.name + ".tmp")
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        (tmp / f"random_states_{self.acc.process_index}.pkl").unlink(missing_ok=True)  # ours replaces it
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
             if self.debug:
                 (path / "digests.json").write_text(json.dumps(self.digests(), indent=2))
-            for old in checkpoints(self.out)[: -self.keep]:
+            stale = list(path.parent.glob("step_*.tmp"))  # saves cut short by a killed run
+            for old in [*checkpoints(self.out)[: -self.keep], *stale]:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
         return path

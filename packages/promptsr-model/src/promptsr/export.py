@@ -62,7 +62,9 @@ def normalise_prompt(text: str) -> str:
 
 
 def _latest_checkpoint(run: Path) -> Path:
-    found = sorted((run / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    from .checkpoint import checkpoints
+
+    found = checkpoints(run)
     if not found:
         raise SrDegradeError(f"{run}: no checkpoints/step_* folder; is this a training run directory?")
     return found[-1]
