@@ -200,3 +200,25 @@ def test_model_comparison_and_bad_input(model_dir, val_shards, tmp_path):
     r = cli("eval", "--model", str(model_dir), "--data", str(tmp_path), "--out", str(tmp_path / "w"))
     assert r.returncode == 2 and "no shards found" in r.stderr
     assert not (tmp_path / "x").exists()  # nothing written before the input is checked
+
+
+def test_an_ablation_loads_its_model_once_for_all_settings(model_dir, val_shards, tmp_path, monkeypatch):
+    import promptsr.inference
+    from promptsr.evaluate import EvalOptions, MetricSet, run_ablation, shard_items
+    from promptsr.inference import Upscaler
+
+    loads: list[Path] = []
+    real = promptsr.inference.load_model
+
+    def counting(folder, device="cpu"):
+        loads.append(Path(folder))
+        return real(folder, device=device)
+
+    monkeypatch.setattr(promptsr.inference, "load_model", counting)
+    opts = EvalOptions(steps=1, tile=64, overlap=16, grids=False, save_images=False)
+    record, results = run_ablation(
+        "prompt", {"promptsr": lambda: Upscaler(model_dir)}, lambda: {"tinyval": shard_items(val_shards, limit=1)},
+        MetricSet(["psnr"]), tmp_path / "abl", opts, progress=False,
+    )  # fmt: skip
+    assert record["settings"] == ["with prompt", "without prompt"] and all(r.counts == {"tinyval": 1} for r in results)
+    assert loads == [model_dir]  # two settings, one load

@@ -544,9 +544,11 @@ def run_ablation(
         settings = [(label, loader, fmt) for label, fmt in STUDIES[study]]
     blocks: dict[str, dict[str, dict[str, float]]] = {}
     results: list[EvalResult] = []
-    cache: dict[int, Any] = {}
+    loaded: dict[int, Any] = {}
     for label, loader, fmt in settings:
-        up = cache.setdefault(id(loader), loader())  # one load per model folder
+        if id(loader) not in loaded:  # one load per model for the whole run, not one per setting
+            loaded[id(loader)] = loader()
+        up = loaded[id(loader)]
         opts = EvalOptions(**{**asdict(base), "prompt_format": fmt})
         res = evaluate(up, datasets(), metrics, out / _safe(label), opts, total=total, progress=progress)
         results.append(res)
