@@ -151,6 +151,56 @@ def test_colour_fix_pulls_colours_toward_the_reference():
     assert color_fix(sr, ref, "none") is sr
 
 
+def _atrous_low_reference(img: torch.Tensor) -> torch.Tensor:
+    """StableSR's description written as convolutions: 5 passes of the 3x3 kernel with weights 1/16,
+    1/8, 1/4, dilated 1, 2, 4, 8, 16, edges replicated."""
+    k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+    c = img.shape[1]
+    for d in (1, 2, 4, 8, 16):
+        img = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(img, (d, d, d, d), mode="replicate"), k.expand(c, 1, 3, 3), dilation=d, groups=c
+        )
+    return img
+
+
+def test_wavelet_colour_fix_keeps_the_sr_detail_bands_on_the_reference_low_band():
+    photo = torch.from_numpy(np.ascontiguousarray(load_sample("coffee")[:96, :96])).permute(2, 0, 1)[None] / 255.0
+    sr = photo * 0.8 + 0.1
+    ref = _atrous_low_reference(photo).flip(1) * 0.6 + 0.2  # other colours, no detail
+    fixed = color_fix(sr, ref, "wavelet")
+    expect = (sr - _atrous_low_reference(sr) + _atrous_low_reference(ref)).clamp(0, 1)
+    torch.testing.assert_close(fixed, expect, atol=1e-5, rtol=0)
+    assert not torch.equal(fixed, sr) and color_fix(sr, sr, "wavelet").sub(sr).abs().max() < 1e-5
+    # Constant images: the result is the reference's constant. [1 2 1] cancels the finest
+    # checkerboard: in the reference it is removed, in the SR it passes untouched (away from the
+    # replicated edges, 31 pixels wide after five levels).
+    flat = torch.full((1, 3, 96, 96), 0.2)
+    torch.testing.assert_close(color_fix(flat, torch.full_like(flat, 0.7), "wavelet"), torch.full_like(flat, 0.7))
+    checker = 0.05 * (-1.0) ** (torch.arange(96)[:, None] + torch.arange(96)[None, :])
+    inner = (slice(None), slice(None), slice(32, 64), slice(32, 64))
+    torch.testing.assert_close(color_fix(sr, ref + checker, "wavelet")[inner], fixed[inner], atol=1e-5, rtol=0)
+    torch.testing.assert_close(color_fix(sr + checker, ref, "wavelet")[inner], fixed[inner] + checker[32:64, 32:64])
+
+
+class WideSmoothingOracle(SmoothingOracle):
+    size_multiple = 64  # an LR of 4 x 20 is padded to 16 x 32 (by replication: it is too small to reflect)
+
+
+def test_colour_fix_statistics_come_from_the_image_not_its_padding(model_dir):
+    from promptsr.bicubic import bicubic_uint8
+    from promptsr.diffusion import train_scheduler
+
+    model = load_model(model_dir)
+    model.unet = WideSmoothingOracle(train_scheduler(model.diffusion).alphas_cumprod)
+    lr = np.zeros((4, 20, 3), dtype=np.uint8)
+    lr[:3] = (40, 60, 200)  # blue above ...
+    lr[3] = (230, 30, 30)  # ... a red last row, which the padding repeats 12 times
+    out = Upscaler(model).upscale(lr, "", steps=5, tile=64, overlap=16, color="adain")
+    assert out.shape == (16, 80, 3)
+    ref = bicubic_uint8(lr, 4).reshape(-1, 3).mean(0)
+    assert np.abs(out.reshape(-1, 3).mean(0) - ref).max() < 1.0, (out.reshape(-1, 3).mean(0), ref)
+
+
 def test_bad_options_are_named(upscaler, lr_photo):
     from sr_degrade.errors import SrDegradeError
 

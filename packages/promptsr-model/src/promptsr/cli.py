@@ -158,6 +158,27 @@ def upscale(
     clip: _Clip = None,
     no_clip: _NoClip = False,
     strength: _Strength = 1.0,
+    compile: Annotated[
+        str,
+        typer.Option(
+            "--compile",
+            help="off, on (= inductor) or a torch.compile backend name; compiling costs time once per tile shape.",
+        ),
+    ] = "off",
+    tf32: Annotated[
+        Optional[bool], typer.Option("--tf32/--no-tf32", help="TF32 matmuls/convolutions (default: on for CUDA).")
+    ] = None,
+    channels_last: Annotated[
+        Optional[bool],
+        typer.Option("--channels-last/--no-channels-last", help="NHWC weights (default: on for CUDA)."),
+    ] = None,
+    device_share: Annotated[
+        float,
+        typer.Option(
+            "--device-share",
+            help="Share of the GPU's memory the whole-image state may take; larger images keep it on the host.",
+        ),
+    ] = 0.25,
 ) -> None:
     """Upscale images with a prompt: output exactly scale x the input, any size (tiles blended every step).
 
@@ -185,7 +206,11 @@ def upscale(
         from .evaluate import read_prompt_table
 
         table = read_prompt_table(prompts) if prompts else {}
-        up = Upscaler(model, device=device, dtype=dtype)
+        up = Upscaler(
+            model, device=device, dtype=dtype, compile=compile,
+            tf32="auto" if tf32 is None else tf32, channels_last="auto" if channels_last is None else channels_last,
+            device_share=device_share,
+        )  # fmt: skip
     except (SrDegradeError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
