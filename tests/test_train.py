@@ -129,6 +129,13 @@ def test_a_stopped_run_resumes_with_its_exact_state(data, tmp_path):
     steps = [r["step"] for r in metrics(out) if "loss" in r]
     assert steps == [10, 20, 30]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000020", "step_00000030"]
+    # A damaged newest checkpoint (a truncated file) is skipped with a note; the one before it resumes.
+    model_file = ckpt / "model.safetensors"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    third = run([sys.executable, str(TRAIN), *base, "optim.max_steps=40"])
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "skipping" in third.stderr and "model.safetensors is damaged" in third.stderr
+    assert "resumed from" in third.stdout and "at step 20" in third.stdout
 
 
 def test_export_then_load_gives_identical_outputs_and_the_live_embeddings(two_rank_run, tmp_path):

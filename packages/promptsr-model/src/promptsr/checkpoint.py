@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
 import re
 import shutil
@@ -266,26 +267,74 @@ class Checkpointer:
         return path
 
     def resume(self, spec: str | None) -> Path | None:
-        """Load the checkpoint `spec` names ("auto": the newest in output_dir, if any; a path; None:
-        none) and return its folder."""
+        """Load the checkpoint `spec` names and return its folder: "auto", the newest complete one in
+        output_dir (one that is damaged is skipped with a note naming it and why, and the one before
+        it is tried); a path, exactly that one; None, none."""
         if not spec:
             return None
-        found = checkpoints(self.out) if spec == "auto" else [Path(spec)]
-        if not found:
-            return None
-        path = found[-1]
-        check_layout(path)
+        if spec != "auto":
+            try:
+                self._load(Path(spec))
+            except DamagedCheckpoint as e:
+                raise TrainingError(f"cannot resume from {spec}: {e}") from None
+            return Path(spec)
+        found = checkpoints(self.out)
+        for path in reversed(found):
+            try:
+                self._load(path)
+                return path
+            except DamagedCheckpoint as e:
+                notice(f"skipping {path}: {e}")
+        if found:
+            raise TrainingError(
+                f"no complete checkpoint in {self.out / 'checkpoints'} ({len(found)} damaged, see the notes above): "
+                "remove them to start over, or set run.resume=null and a new run.output_dir"
+            )
+        return None
+
+    def _load(self, path: Path) -> None:
+        check_layout(path)  # an older (pickled) layout is refused, never skipped past
+        rng = path / f"rng_{self.acc.process_index}.safetensors"
+        check_complete(path, ema=self.ema is not None, rng=rng)
         try:
             self.acc.load_state(str(path))
         except (RuntimeError, KeyError, ValueError) as e:
             raise TrainingError(
                 f"cannot resume from {path}: {str(e).splitlines()[0]} (a checkpoint of another preset or config?)"
             ) from None
-        rng = path / f"rng_{self.acc.process_index}.safetensors"
+        except (pickle.UnpicklingError, EOFError, OSError) as e:  # optimizer.bin / scheduler.bin
+            raise DamagedCheckpoint(
+                f"optimizer.bin or scheduler.bin is unreadable or not plain tensors ({type(e).__name__})"
+            ) from None
         if rng.exists():
             load_rng(rng)
         else:
             notice(f"{path} has no RNG state for rank {self.acc.process_index}; this rank continues from its seed")
         if self.debug and self.acc.is_main_process:
             (self.out / "resume_check.json").write_text(json.dumps({"from": str(path), **self.digests()}, indent=2))
-        return path
+
+
+class DamagedCheckpoint(TrainingError):
+    """A checkpoint folder with a missing, truncated or unreadable file."""
+
+
+def check_complete(path: Path, ema: bool, rng: Path) -> None:
+    """A DamagedCheckpoint unless `path` holds every file a resume reads, each readable: the
+    safetensors files are opened (a truncated one fails its header or size check) and the JSON parsed."""
+    from safetensors import safe_open
+
+    needed = ["model.safetensors", "optimizer.bin", "scheduler.bin", STATE_FILE] + ([EMA_FILE] if ema else [])
+    missing = [n for n in needed if not (path / n).is_file()]
+    if missing:
+        raise DamagedCheckpoint(f"{', '.join(missing)} missing")
+    for name in ["model.safetensors", *([EMA_FILE] if ema else []), *([rng.name] if rng.exists() else [])]:
+        try:
+            with safe_open(str(path / name), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)
+        except Exception as e:
+            raise DamagedCheckpoint(f"{name} is damaged ({str(e).splitlines()[0][:80]})") from None
+    try:
+        TrainState().load_state_dict(json.loads((path / STATE_FILE).read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DamagedCheckpoint(f"{STATE_FILE} is damaged ({type(e).__name__})") from None

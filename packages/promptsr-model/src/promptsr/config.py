@@ -6,6 +6,7 @@ the resolved config written next to the run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,35 @@ class RunConfig:
     debug_state: bool = False
 
 
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def _at_least_1(v: int) -> bool:
+    return v >= 1
+
+
+_OPTIM_COUNTS = ("batch_size", "grad_accum", "max_steps", "max_bad_steps")
+_RUN_COUNTS = ("log_every", "checkpoint_every", "val_every", "keep_checkpoints", "val_samples", "val_steps")
+#: (field, test, what is expected): the values a run can use, checked where the config is read.
+_RANGES: tuple[tuple[str, Any, str], ...] = (
+    *((f"optim.{n}", _at_least_1, "an integer >= 1") for n in _OPTIM_COUNTS),
+    *((f"run.{n}", _at_least_1, "an integer >= 1") for n in _RUN_COUNTS),
+    ("optim.lr", lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    ("optim.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9, 0.99]"),
+    ("optim.weight_decay", lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
+    ("optim.lr_gamma", lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    ("optim.grad_clip", lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = off)"),
+    ("optim.ema_decay", lambda v: 0 <= v < 1, "a number in [0, 1) (0 = no EMA)"),
+    ("data.crop", lambda v: v > 0, "a positive HR crop side, a multiple of the scale and of the model's size multiple"),
+    ("data.num_workers", lambda v: v >= 0, "an integer >= 0"),
+    ("data.shuffle_buffer", lambda v: v >= 0, "an integer >= 0"),
+    ("diffusion.num_train_timesteps", _at_least_1, "an integer >= 1 (the paper's T = 2000)"),
+    ("diffusion.beta_start", lambda v: 0 < v < 1, "a number in (0, 1)"),
+    ("diffusion.beta_end", lambda v: 0 < v < 1, "a number in (0, 1)"),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -106,19 +136,11 @@ class TrainConfig:
                 f"config field 'run.compile' = {self.run.compile!r}: use auto, true, false or a torch.compile "
                 "backend name"
             )
-        positive = (
-            "batch_size",
-            "grad_accum",
-            "max_steps",
-            "log_every",
-            "checkpoint_every",
-            "val_every",
-            "keep_checkpoints",
-        )
-        for name in positive:
-            section = "optim" if hasattr(self.optim, name) else "run"
-            if getattr(getattr(self, section), name) < 1:
-                raise ConfigError(f"config field '{section}.{name}' must be >= 1")
+        for key, ok, expected in _RANGES:
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if not ok(value):
+                raise ConfigError(f"config field '{key}' = {value!r}: expected {expected}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclass_to_dict(self)
@@ -155,6 +177,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    overridden = []
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-4")
@@ -164,8 +187,11 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
         except yaml.YAMLError:
             value = raw
         _set_dotted(data, key.strip(), value)
+        overridden.append(key.strip())
     try:
         return TrainConfig.from_dict(data)
     except ConfigError as e:
-        where = f"{path}: " if path else ""
+        # Blame the override when the message names a key that one set, else the file.
+        named = [k for k in overridden if f"'{k}'" in str(e)]
+        where = f"override {named[-1]}: " if named else (f"{path}: " if path else "")
         raise ConfigError(f"{where}{e}") from None

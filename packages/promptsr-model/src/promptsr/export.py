@@ -75,12 +75,16 @@ def _load_checkpoint_weights(model: Any, ckpt: Path, use_ema: bool) -> tuple[boo
     the checkpoint has one, else the raw weights. Returns (EMA used, trained steps or None)."""
     from safetensors.torch import load_file
 
-    from .checkpoint import EMA_FILE, LEGACY_PATTERN, STATE_FILE, check_layout, read_ema
+    from .checkpoint import EMA_FILE, LEGACY_PATTERN, STATE_FILE, check_complete, check_layout, read_ema
 
     if not (ckpt / "model.safetensors").exists():
         raise SrDegradeError(f"{ckpt}: no model.safetensors; is this a checkpoint folder?")
     if use_ema or not any(ckpt.glob(LEGACY_PATTERN)):
         check_layout(ckpt)  # an older layout is refused unless only its raw weights are asked for
+        try:
+            check_complete(ckpt, ema=use_ema, rng=ckpt / "rng_0.safetensors")
+        except SrDegradeError as e:
+            raise SrDegradeError(f"cannot export from {ckpt}: {e}") from None
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     step = json.loads((ckpt / STATE_FILE).read_text())["step"] if (ckpt / STATE_FILE).exists() else None
     if not (use_ema and (ckpt / EMA_FILE).exists()):
@@ -186,7 +190,7 @@ class PromptSRModel:
 
 def _diffusion_config(folder: Path) -> DiffusionConfig:
     """diffusion.json; a folder written before sampling clipped (no "clip" key) clips by default, with a notice."""
-    data = json.loads((folder / "diffusion.json").read_text())
+    data = _read_json(folder / "diffusion.json")
     if "clip" not in data:
         print(
             f"note: {folder} was exported before clip settings existed: sampling clips x0 to [-1, 1] "
@@ -194,13 +198,30 @@ def _diffusion_config(folder: Path) -> DiffusionConfig:
             file=sys.stderr,
         )
     try:
-        return DiffusionConfig(**data)
+        cfg = DiffusionConfig(**data)
+        if not isinstance(cfg.num_train_timesteps, int) or cfg.num_train_timesteps < 1:
+            raise SrDegradeError(f"num_train_timesteps {cfg.num_train_timesteps!r} is not an integer >= 1")
+        return cfg
     except (TypeError, SrDegradeError) as e:
         raise SrDegradeError(f"{folder / 'diffusion.json'}: {e}") from None
 
 
+def _read_json(path: Path, kind: type = dict) -> Any:
+    """A JSON file of the model folder, or one error line naming it and what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SrDegradeError(f"{path} is missing: the model folder is incomplete (export it again)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SrDegradeError(f"{path} is not readable JSON ({str(e).splitlines()[0][:80]})") from None
+    if not isinstance(data, kind):
+        raise SrDegradeError(f"{path} must hold a JSON {kind.__name__}, not {type(data).__name__}")
+    return data
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> PromptSRModel:
-    """Load a folder written by `export_model`; a clear error for anything else."""
+    """Load a folder written by `export_model`; one clear error line for anything else. Weights are
+    read from safetensors only (never a pickle)."""
     from safetensors.torch import load_file
 
     from .unet import PromptSRUNet
@@ -211,19 +232,41 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Prompt
         raise SrDegradeError(
             f"{folder} is not a PromptSR model folder (no promptsr.json); make one with promptsr export"
         )
-    meta = json.loads(meta_path.read_text())
+    meta = _read_json(meta_path)
     if meta.get("format") != FORMAT:
         raise SrDegradeError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
-    unet = PromptSRUNet.from_pretrained(folder / "unet").to(device).eval()
-    prompts = json.loads((folder / "vocabulary.json").read_text())["prompts"]
-    raw = load_file(str(folder / "embeddings.safetensors"))
-    table = {normalise_prompt(p): raw[f"{i:04d}"].numpy() for i, p in enumerate(prompts)}
+    scale = meta.get("scale")
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise SrDegradeError(f"{meta_path}: scale {scale!r} is not a positive integer")
+    try:
+        unet = PromptSRUNet.from_pretrained(folder / "unet", use_safetensors=True).to(device).eval()
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise SrDegradeError(
+            f"cannot load the denoiser from {folder / 'unet'}: {str(e).splitlines()[0][:160]}"
+        ) from None
+    prompts = _read_json(folder / "vocabulary.json").get("prompts")
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise SrDegradeError(f"{folder / 'vocabulary.json'}: 'prompts' must be a list of prompts")
+    try:
+        raw = load_file(str(folder / "embeddings.safetensors"))
+        table = {normalise_prompt(p): raw[f"{i:04d}"].numpy() for i, p in enumerate(prompts)}
+    except FileNotFoundError:
+        raise SrDegradeError(f"{folder / 'embeddings.safetensors'} is missing: export the model again") from None
+    except Exception as e:  # safetensors raises its own error type for damaged files
+        raise SrDegradeError(
+            f"{folder / 'embeddings.safetensors'} is unreadable or does not match vocabulary.json "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+        ) from None
+    try:
+        degradation = DegradationConfig.from_dict(_read_json(folder / "degradation.json"))
+    except SrDegradeError as e:
+        raise SrDegradeError(f"{folder / 'degradation.json'}: {e}") from None
     return PromptSRModel(
         folder=folder,
         unet=unet,
         diffusion=_diffusion_config(folder),
-        encoder=json.loads((folder / "encoder.json").read_text()),
-        degradation=DegradationConfig.from_dict(json.loads((folder / "degradation.json").read_text())),
+        encoder=_read_json(folder / "encoder.json"),
+        degradation=degradation,
         meta=meta,
         table=table,
     )

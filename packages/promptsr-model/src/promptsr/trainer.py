@@ -21,6 +21,7 @@ This module is the loop; each piece it calls has one job:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -149,6 +150,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     data = TrainData(cfg)
     model = build_model(cfg, data.encoder_info)
+    multiple = math.lcm(model.size_multiple, data.scale)
+    if cfg.data.crop % multiple:
+        raise TrainingError(
+            f"config field 'data.crop' = {cfg.data.crop}: must be a multiple of {multiple} (the shards' scale "
+            f"{data.scale} and the {cfg.model.preset} model's size multiple {model.size_multiple})"
+        )
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
     noise_scheduler = train_scheduler(cfg.diffusion)
