@@ -48,6 +48,11 @@ class Speed:
     fused_adam: bool = False
     compile: str | None = None  #: a torch.compile backend, or None for eager
 
+    def describe(self) -> str:
+        on = [n for n in ("tf32", "channels_last", "fused_adam") if getattr(self, n)]
+        on += [f"compile ({self.compile if isinstance(self.compile, str) else 'custom'})"] if self.compile else []
+        return "speed settings: " + (", ".join(on) if on else "none")
+
 
 def _wanted(value: Any, cuda: bool) -> bool:
     return cuda if value == "auto" else bool(value)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from sr_degrade.errors import SrDegradeError
+from sr_degrade.progress import Progress
 
 from .checkpoint import Checkpointer, TrainState, _digest
 from .config import TrainConfig, load_train_config
@@ -188,6 +189,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log(0, {"fixed_loss": fixed_loss(accelerator, model, noise_scheduler)})
     last_saved = state.step if resumed_from else -1
     status = "stopped"
+    accelerator.print(
+        f"training {cfg.model.preset} for {cfg.optim.max_steps - state.step} steps from step {state.step}: "
+        f"batch {cfg.optim.batch_size} on {world} process(es), {device}, {speed.describe()}"
+    )
+    progress = Progress(cfg.optim.max_steps - state.step, "train", unit="step", enabled=accelerator.is_main_process)
+    last_loss = "loss -"
     try:
         while state.step < cfg.optim.max_steps:
             batch = data.to_device(next(batches), device)
@@ -219,6 +226,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     "live_prompts": data.embedder.live_prompts,
                 }
                 log(state.step, record)
+                last_loss = f"loss {record['loss']:.4f} | {record['samples_per_s']:.1f} samples/s"
+            progress.update(1, extra=f"step {state.step} | {last_loss}")
             if state.step % cfg.run.checkpoint_every == 0:
                 ckpt.save()
                 last_saved = state.step
@@ -228,6 +237,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 accelerator.wait_for_everyone()
         status = "complete"
     finally:
+        progress.close()
         if state.step != last_saved and state.step > 0:
             ckpt.save()
         _write_final(accelerator, out, status, state.step, model, cfg.run.debug_state)
