@@ -36,6 +36,12 @@ BLUR_KINDS: tuple[str, ...] = ("iso", "aniso")
 NOISE_KINDS: tuple[str, ...] = ("gaussian", "poisson")
 
 _PROB_TOL = 1e-6
+#: Widest blur kernel a config may name (the paper's widest is 21). The kernel and its convolution
+#: grow with the square of the width: a width of 200001 would allocate 149 GiB before failing.
+MAX_KERNEL_SIZE = 101
+#: Largest resize1 factor gamma1 (the paper's is 1.5): the upsampled image is held in float32, so a
+#: factor of 100 on a 512 crop would need 9 GiB per worker.
+MAX_RESIZE1_FACTOR = 4.0
 
 
 def _fail(section: str, name: str, rule: str, value: Any) -> ConfigError:
@@ -122,8 +128,11 @@ class BlurConfig:
         if not self.kernel_sizes:
             raise _fail(s, "kernel_sizes", "needs at least one width", list(self.kernel_sizes))
         for k in self.kernel_sizes:
-            if k < 1 or k % 2 == 0:
+            if isinstance(k, bool) or int(k) != k or k < 1 or k % 2 == 0:
                 raise _fail(s, "kernel_sizes", f"widths must be odd and >= 1 ({k} is not)", list(self.kernel_sizes))
+            if k > MAX_KERNEL_SIZE:
+                rule = f"widths must be at most {MAX_KERNEL_SIZE} pixels ({k} is not; the paper's widest is 21)"
+                raise _fail(s, "kernel_sizes", rule, list(self.kernel_sizes))
         _check_range(s, "sigma", self.sigma, lo_min=1e-3)
         _check_range(s, "rotation", self.rotation)
         object.__setattr__(self, "bin_edges", _resolve_edges(s, "bin_edges", self.bin_edges, self.sigma))
@@ -150,6 +159,9 @@ class Resize1Config:
         object.__setattr__(self, "modes", _check_choices(s, "modes", self.modes, RESIZE_MODES))
         _check_prob(s, "p_keep", self.p_keep)
         _check_range(s, "factor", self.factor, lo_min=1e-3)
+        if self.factor[1] > MAX_RESIZE1_FACTOR:
+            rule = f"hi must be at most {MAX_RESIZE1_FACTOR} (the paper's is 1.5)"
+            raise _fail(s, "factor", rule, list(self.factor))
         if set(self.words) != set(RESIZE1_LEVELS):
             raise _fail(s, "words", f"needs exactly the keys {list(RESIZE1_LEVELS)}", self.words)
         _check_words(s, "words", tuple(self.words[k] for k in RESIZE1_LEVELS))

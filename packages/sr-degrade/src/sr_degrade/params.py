@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
-from .config import FIRST_OPS, DegradationConfig
+from .config import FIRST_OPS, MAX_KERNEL_SIZE, MAX_RESIZE1_FACTOR, DegradationConfig
 from .errors import ImageError, SrDegradeError
 
 SCHEMA_VERSION = 1
@@ -119,12 +119,31 @@ class DegradationParams:
         missing = [op for op in params.order if getattr(params, op) is None]
         if missing or params.order[-1:] != ("resize2",):
             raise SrDegradeError(f"inconsistent degradation record: order {params.order} vs ops given")
+        # A record read from a shard is untrusted: the sizes it implies must stay within the config's bounds.
+        k = None if params.blur is None else params.blur.kernel_size
+        if k is not None and not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_KERNEL_SIZE):
+            raise SrDegradeError(
+                f"degradation record: blur kernel_size {params.blur.kernel_size} outside 1..{MAX_KERNEL_SIZE}"
+            )
+        f = None if params.resize1 is None else params.resize1.factor
+        if f is not None and not (isinstance(f, (int, float)) and 0 < f <= MAX_RESIZE1_FACTOR):
+            raise SrDegradeError(
+                f"degradation record: resize1 factor {params.resize1.factor} outside (0, {MAX_RESIZE1_FACTOR}]"
+            )
         return params
 
 
 def stable_hash(text: str) -> int:
-    """A 63-bit hash of `text` that is the same on every machine and Python run (unlike hash())."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+    """A 63-bit hash of `text` that is the same on every machine and Python run (unlike hash()).
+
+    Hashes the UTF-8 bytes; a file name that is not UTF-8 (held by Python as surrogate escapes)
+    hashes its original bytes, so every name has a stable key and valid names keep theirs.
+    """
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced (e.g. from JSON)
+        data = text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
 
 
 def sample_rng(seed: int, key: str, index: int = 0) -> np.random.Generator:

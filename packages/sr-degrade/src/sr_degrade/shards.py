@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SrDegradeError
+from .errors import SrDegradeError, printable
 from .imageio import decode_image
 from .params import DegradationParams
 
@@ -49,6 +49,16 @@ def key_stem(image_key: str) -> str:
     return _UNSAFE.sub("_", image_key)
 
 
+def text_key(image_key: str) -> str:
+    """The image key as valid UTF-8 text (for JSON members, the index and logs): the key itself,
+    except that bytes of a file name that is not UTF-8 (surrogate escapes) are written as \\xNN."""
+    try:
+        image_key.encode("utf-8")
+        return image_key
+    except UnicodeEncodeError:
+        return image_key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def sample_key(image_key: str, crop_index: int) -> str:
     """Shard key of one sample: `key_stem` of its image plus "_c<crop>"."""
     return f"{key_stem(image_key)}_c{crop_index}"
@@ -60,8 +70,17 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+def decode_npy(data: bytes, where: str = "emb.npy") -> np.ndarray:
+    """A .npy payload as an array; never unpickles. SrDegradeError naming `where` when it is not a
+    plain numeric .npy (an object array, a truncated or foreign file)."""
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        reason = "an object array (refused: it would need pickle)" if "allow_pickle" in str(e) else str(e)
+        raise SrDegradeError(f"{where}: not a numeric .npy array: {reason}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise SrDegradeError(f"{where}: expected a numeric array, got dtype {getattr(array, 'dtype', '?')}")
+    return array
 
 
 def encode_json(record: dict[str, Any]) -> bytes:
@@ -87,40 +106,107 @@ class ShardSample:
 
 
 def decode_sample(raw: dict[str, Any]) -> ShardSample:
-    """A webdataset sample dict (member name -> bytes) -> ShardSample."""
+    """A webdataset sample dict (member name -> bytes) -> ShardSample.
+
+    Every member is untrusted: a malformed one raises SrDegradeError naming the shard, the sample
+    and the member, never a bare ValueError.
+    """
     key = raw.get("__key__", "?")
-    where = f"{raw.get('__url__', '?')} sample {key}"
+    where = f"{printable(str(raw.get('__url__', '?')))} sample {printable(str(key))}"
+    member = "json"
     try:
         meta = json.loads(raw["json"])
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+        member = "txt"
+        prompt = raw["txt"].decode("utf-8")
+        member = "params"
+        params = DegradationParams.from_dict(meta["params"])
+        emb = None
+        if "emb.npy" in raw:
+            emb = decode_npy(raw["emb.npy"], f"{where} emb.npy")
+            if emb.ndim != 2:
+                raise SrDegradeError(f"{where} emb.npy: expected a [L, D] array, got shape {emb.shape}")
         return ShardSample(
             key=key,
             hr=decode_image(raw["hr.png"], f"{where} hr.png"),
             lr=decode_image(raw["lr.png"], f"{where} lr.png"),
-            prompt=raw["txt"].decode("utf-8"),
-            params=DegradationParams.from_dict(meta["params"]),
+            prompt=prompt,
+            params=params,
             meta=meta,
-            emb=decode_npy(raw["emb.npy"]) if "emb.npy" in raw else None,
+            emb=emb,
         )
     except KeyError as e:
         raise SrDegradeError(f"{where}: member {e} missing; not a PromptSR shard?") from None
+    except SrDegradeError as e:
+        if where in str(e):
+            raise
+        raise SrDegradeError(f"{where} {member}: {e}") from None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise SrDegradeError(f"{where} {member}: malformed ({e})") from None
+
+
+#: URL schemes webdataset opens by itself (a command, a download); see `shard_files`.
+URL_SCHEMES = ("pipe", "http", "https", "sftp", "ftps", "scp", "gs", "ais", "htgs", "hf")
+
+
+def _url_scheme(text: str) -> str | None:
+    """The scheme of `text` when it is a URL webdataset would open as one, else None (a local path)."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(text).scheme.lower()
+    return scheme if scheme in URL_SCHEMES or scheme == "file" else None
 
 
 def shard_files(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """Shard paths from a folder (its *.tar, sorted), a glob, a brace pattern, or a list."""
-    if isinstance(pattern, (list, tuple)):
-        return [str(p) for p in pattern]
-    text = str(pattern)
-    if os.path.isdir(text):
-        found = sorted(glob.glob(os.path.join(text, "*.tar")))
-    elif "{" in text:
-        import braceexpand
+    """Shard paths from a folder (its *.tar, sorted), a glob, a brace pattern, or a list.
 
-        found = list(braceexpand.braceexpand(text))
+    Local files come back as absolute paths, which webdataset always opens as plain files: a file
+    found by a folder or a glob is never taken for a command or a download, whatever its name (a
+    file called `pipe:CMD;.tar` is a file). URLs (`pipe:...`, `http(s)://...`; `file://` is a local
+    path) are used as URLs only when the pattern itself is one, as the user typed it: a brace
+    pattern of a URL is expanded as text, never globbed, e.g.
+    `pipe:aws s3 cp s3://bucket/train-{000000..000099}.tar -` streams from object storage.
+    """
+    if isinstance(pattern, (list, tuple)):
+        return [_as_shard(str(p)) for p in pattern]
+    text = str(pattern)
+    scheme = _url_scheme(text)
+    if scheme == "file":
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        text, scheme = url2pathname(urlparse(text).path), None
+    if scheme is not None:
+        found = _braces(text)
+    elif os.path.isdir(text):
+        found = sorted(glob.glob(os.path.join(glob.escape(text), "*.tar")))
+    elif "{" in text:
+        found = [os.path.abspath(p) for p in _braces(text)]
     else:
         found = sorted(glob.glob(text))
     if not found:
-        raise SrDegradeError(f"no shards found at {text!r} (a folder of .tar files, a glob or a brace pattern)")
-    return found
+        raise SrDegradeError(
+            f"no shards found at {printable(text)!r} (a folder of .tar files, a glob or a brace pattern)"
+        )
+    return found if scheme is not None else [os.path.abspath(p) for p in found]
+
+
+def _braces(text: str) -> list[str]:
+    import braceexpand
+
+    return list(braceexpand.braceexpand(text))
+
+
+def _as_shard(text: str) -> str:
+    """One entry of an explicit list: a URL stays a URL (the user wrote it), a path becomes absolute."""
+    scheme = _url_scheme(text)
+    if scheme == "file":
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return os.path.abspath(url2pathname(urlparse(text).path))
+    return text if scheme is not None else os.path.abspath(text)
 
 
 def aligned_crop(
