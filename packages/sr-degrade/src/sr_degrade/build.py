@@ -42,10 +42,11 @@ import numpy as np
 
 from . import __version__
 from .config import DegradationConfig
-from .errors import BuildError, ImageError
-from .imageio import encode_png, read_image
+from .errors import BuildError, ImageError, printable
+from .imageio import MAX_PIXELS, encode_png, read_image
+from .locks import exclusive
 from .params import degrade, sample_params, sample_rng
-from .progress import Progress
+from .progress import Progress, plural
 from .shards import (
     SCHEMA_VERSION,
     TAR_MODE,
@@ -54,6 +55,7 @@ from .shards import (
     encode_json,
     encode_npy,
     key_stem,
+    text_key,
 )
 from .text import PROMPT_FORMATS, bins, describe
 
@@ -85,6 +87,8 @@ class BuildOptions:
     resume: bool = False
     overwrite: bool = False
     check_manifest: bool = True  #: compare a named source with its manifest before building
+    #: decode limit: larger sources are logged as unreadable, from their header, before decoding
+    max_pixels: int = MAX_PIXELS
     config: DegradationConfig = field(default_factory=DegradationConfig)  #: (content)
 
     def resolved_crop(self) -> int:
@@ -113,8 +117,9 @@ class BuildSummary:
 
     def text(self) -> str:
         return (
-            f"{self.images} images -> {self.samples} samples in {self.shards} shards "
-            f"({self.bytes / 1e6:.1f} MB), {self.errors} errors, {self.seconds:.1f} s, {self.rate:.1f} samples/s"
+            f"{plural(self.images, 'image')} -> {plural(self.samples, 'sample')} in {plural(self.shards, 'shard')} "
+            f"({self.bytes / 1e6:.1f} MB), {plural(self.errors, 'error')}, {self.seconds:.1f} s, "
+            f"{self.rate:.1f} samples/s"
         )
 
 
@@ -141,6 +146,11 @@ class _Names:
     def errors(self) -> Path:
         return self.out / f"{self.prefix}errors.jsonl"
 
+    @property
+    def lock(self) -> Path:
+        """Held while a process builds these files (hidden, never one of the build's own files)."""
+        return self.out / f".{self.prefix}{self.split}.lock"
+
     def own_files(self) -> list[Path]:
         mine = [self.index, self.build_json, self.errors]
         shards = self.out.glob(f"{self.prefix}{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar*")
@@ -166,7 +176,7 @@ def _process_image(position: int, key: str, path: str, first_crop: int) -> dict[
     crop, n_crops, seed, fmt = _JOB["crop"], _JOB["crops"], _JOB["seed"], _JOB["format"]
     scale = cfg.scale
     try:
-        full = read_image(path)
+        full = read_image(path, _JOB["max_pixels"])
     except ImageError as e:
         return {"position": position, "key": key, "error": str(e)}
     h, w = full.shape[:2]
@@ -204,6 +214,10 @@ def _process_image(position: int, key: str, path: str, first_crop: int) -> dict[
 
 
 # ---- main side -----------------------------------------------------------------------------------
+
+
+def _tally(samples: int, shards: int, errors: int) -> str:
+    return f"{plural(samples, 'sample')}, {plural(shards, 'shard')} complete, {plural(errors, 'error')}"
 
 
 def _ordered_results(
@@ -277,16 +291,20 @@ def _fingerprint(opts: BuildOptions, source_id: str, keys: list[str], encoder_id
     }
 
 
-def _default_split(src: str) -> str:
-    """A named source with one split (DIV2K-val: val) builds that split by default; others "train"."""
+def _default_split(src: str, val: bool = False) -> str:
+    """The split a build is named after when --split is not given: a named source's only split
+    (DIV2K-val: val), or "val" for --val builds when the source has one (or is not a named source),
+    else "train"."""
     from .errors import SourceError
     from .sources import load_manifest
 
     try:
         names = load_manifest(src).split_names
     except (SourceError, OSError):
-        return "train"
-    return names[0] if len(names) == 1 or "train" not in names else "train"
+        return "val" if val else "train"
+    if len(names) == 1 or "train" not in names:
+        return names[0]
+    return "val" if val and "val" in names else "train"
 
 
 def _source_id(source) -> str:
@@ -317,30 +335,56 @@ def _validate(opts: BuildOptions) -> None:
         raise BuildError(f"--take {opts.take!r}: use 'rest' or 'holdout'")
     if opts.take == "holdout" and opts.holdout == 0.0:
         raise BuildError("--take holdout needs --holdout FRACTION > 0")
+    if opts.max_pixels < 1:
+        raise BuildError(f"--max-pixels must be >= 1, got {opts.max_pixels}")
 
 
 def _unique_keys(keys: list[str]) -> dict[str, str]:
-    """Shard key stem of each image key; a collision after sanitising gets a short hash suffix."""
+    """Shard key stem of each image key.
+
+    A stem shared by several keys after sanitising (`a.b.png`, `a_b.png`) gets a short hash of the
+    key appended, so it depends on the key alone (not on the other files); stems of names that
+    collide with nothing are the plain sanitised name, as they always were. Two keys whose stems
+    still coincide, or whose text forms do (an undecodable name and its escaped spelling), are
+    refused, naming both files.
+    """
     from collections import Counter
 
     from .params import stable_hash
 
     seen = Counter(key_stem(k) for k in keys)
-    stems = {}
+    stems: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    texts: dict[str, str] = {}
     for k in keys:
         base = key_stem(k)
-        stems[k] = f"{base}_{stable_hash(k) & 0xFFFFFF:06x}" if seen[base] > 1 else base
+        stem = f"{base}_{stable_hash(k) & 0xFFFFFF:06x}" if seen[base] > 1 else base
+        for table, name in ((owner, stem), (texts, text_key(k))):
+            if name in table:
+                raise BuildError(
+                    f"the source files {printable(table[name])!r} and {printable(k)!r} would get the same shard "
+                    "key; rename one of them"
+                )
+            table[name] = k
+        stems[k] = stem
     return stems
 
 
-def _shard_rows(path: Path) -> list[dict[str, Any]]:
-    """Index rows rebuilt from the json members of one complete shard (for --resume)."""
+def _shard_rows(path: Path, members: set[str]) -> list[dict[str, Any]]:
+    """Index rows rebuilt from the json members of one shard (for --resume); ValueError when a
+    sample lacks one of `members` or holds others (a shard cut short, or not this build's)."""
     rows = []
+    have: dict[str, set[str]] = {}
     with tarfile.open(path) as tar:
         for member in tar:
-            if member.name.endswith(".json"):
+            key, _, ext = member.name.partition(".")
+            have.setdefault(key, set()).add(ext)
+            if ext == "json":
                 meta = json.loads(tar.extractfile(member).read())
-                rows.append(_row(member.name[: -len(".json")], path.name, meta))
+                rows.append(_row(key, path.name, meta))
+    for key, exts in have.items():
+        if exts != members:
+            raise ValueError(f"sample {key} holds {sorted(exts)}, expected {sorted(members)}")
     return rows
 
 
@@ -488,8 +532,20 @@ class _ShardSink:
         self._tar = self._file = None
 
 
+def _check_output(names: _Names, opts: BuildOptions) -> None:
+    """Refuse an output folder that holds this build's files unless --resume or --overwrite says what to do."""
+    if opts.resume or opts.overwrite or not names.out.is_dir():
+        return
+    existing = names.own_files()
+    if existing:
+        raise BuildError(
+            f"{names.out} already holds a build ({existing[0].name}, ...): pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
+
+
 def _prepare_output(
-    names: _Names, fingerprint: dict[str, Any], opts: BuildOptions
+    names: _Names, fingerprint: dict[str, Any], opts: BuildOptions, log: Callable[[str], None]
 ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
     """Check the output folder; returns (complete shards kept, their index rows, errors kept)."""
     names.out.mkdir(parents=True, exist_ok=True)
@@ -500,11 +556,7 @@ def _prepare_output(
         for p in existing:
             p.unlink()
         return 0, [], []
-    if not opts.resume:
-        raise BuildError(
-            f"{names.out} already holds a build ({existing[0].name}, ...): pass --resume to continue it "
-            "or --overwrite to replace it"
-        )
+    _check_output(names, opts)
     try:
         previous = json.loads(names.build_json.read_text())
     except (OSError, ValueError):
@@ -518,12 +570,26 @@ def _prepare_output(
         )
     for tmp in names.out.glob(f"{names.prefix}{names.split}-*.tar.tmp"):
         tmp.unlink()
+    # A shard counts as complete only when it holds what was written into it: shard_size whole
+    # samples, or (the last shard of a finished build) exactly the samples build.json counted. A
+    # shard cut at a member boundary still reads as a valid tar, so the count is what tells.
+    members = {"hr.png", "lr.png", "txt", "json"} | ({"emb.npy"} if opts.embed else set())
+    counts = previous.get("counts") or {}
+    finished = previous.get("status") == "complete"
     kept, rows = 0, []
     while names.shard(kept).exists():
+        shard = names.shard(kept)
         try:
-            rows += _shard_rows(names.shard(kept))
-        except (tarfile.TarError, OSError, ValueError, KeyError):
-            break  # damaged: rebuilt from here
+            found = _shard_rows(shard, members)
+        except (tarfile.TarError, OSError, ValueError, KeyError, TypeError) as e:
+            log(f"{shard.name} is damaged ({e}): rebuilding from it")
+            break
+        last_of_finished = finished and counts.get("shards") == kept + 1
+        expected = counts.get("samples", -1) - len(rows) if last_of_finished else opts.shard_size
+        if len(found) != expected or len(found) > opts.shard_size:
+            log(f"{shard.name} is damaged ({len(found)} of {expected} samples): rebuilding from it")
+            break
+        rows += found
         kept += 1
     for later in sorted(names.out.glob(f"{names.prefix}{names.split}-*.tar")):
         if later not in {names.shard(k) for k in range(kept)}:
@@ -535,13 +601,35 @@ def _prepare_output(
 
 
 def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], None] | None = None) -> BuildSummary:
-    """Run one build (or one part of it). Raises SrDegradeError subclasses for what a user can fix."""
-    from .sources import open_source, split_holdout
+    """Run one build (or one part of it). Raises SrDegradeError subclasses for what a user can fix.
 
+    Arguments and the output folder are checked before anything heavy loads (the text encoder), so
+    a refusal is immediate. One process at a time builds a given (output folder, split, part): the
+    others get a LockError naming the holder's PID. The lock is the operating system's, freed when
+    its holder dies, so `--resume` after a kill -9 just works.
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if opts.split is None:
-        opts = replace(opts, split=_default_split(opts.src))
+        opts = replace(opts, split=_default_split(opts.src, opts.val))
     _validate(opts)
+    i, n = opts.part
+    names = _Names(Path(opts.out), f"part{i}of{n}-" if n > 1 else "", opts.split)
+    fresh = not names.out.exists()
+    try:
+        with exclusive(names.lock, f"the build of {names.prefix}{names.split} in {names.out}"):
+            _check_output(names, opts)  # fast refusal, before the source is walked or the encoder loads
+            return _build(opts, names, progress, log)
+    except BaseException:
+        if fresh:  # a build that failed before writing anything leaves no folder behind
+            with contextlib.suppress(OSError):
+                names.lock.unlink()
+                names.out.rmdir()  # only when empty
+        raise
+
+
+def _build(opts: BuildOptions, names: _Names, progress: bool, log: Callable[[str], None]) -> BuildSummary:
+    from .sources import open_source, split_holdout
+
     started = time.perf_counter()
     source = open_source(opts.src, root=opts.root, split=opts.split, check=opts.check_manifest)
     images = list(source.images)
@@ -565,13 +653,12 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
         encoder_id = encoder.info.to_dict()
-    names = _Names(opts.out, f"part{i}of{n}-" if n > 1 else "", opts.split)
     source_id = _source_id(source)
     fingerprint = _fingerprint(opts, source_id, [im.key for im in source.images], encoder_id)
-    kept, rows, errors = _prepare_output(names, fingerprint, opts)
+    kept, rows, errors = _prepare_output(names, fingerprint, opts, log)
 
     # Where to continue: the sample after the last one stored in a complete shard.
-    position_of = {im.key: p for p, im in enumerate(images)}
+    position_of = {text_key(im.key): p for p, im in enumerate(images)}
     start_pos, start_crop = 0, 0
     if rows:
         last = rows[-1]
@@ -602,6 +689,7 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
         "crops": n_crops,
         "seed": opts.seed,
         "format": opts.prompt_format,
+        "max_pixels": opts.max_pixels,
     }
     tasks = [
         (p, im.key, str(im.path), start_crop if p == start_pos else 0) for p, im in enumerate(images) if p >= start_pos
@@ -622,8 +710,9 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
                 if first_done is None:
                     first_done, first_rows = time.perf_counter(), len(rows)
                 if "error" in result:
-                    entry = {"image": result["key"], "path": str(images[result["position"]].path)}
-                    entry["reason"] = result["error"]
+                    path = str(images[result["position"]].path)
+                    entry = {"image": text_key(result["key"]), "path": text_key(path)}
+                    entry["reason"] = text_key(result["error"])
                     errors.append(entry)
                     err_log.write(json.dumps(entry) + "\n")
                     err_log.flush()
@@ -632,7 +721,7 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
                     meta = {
                         "schema": SCHEMA_VERSION,
                         "source": source_id,
-                        "image": result["key"],
+                        "image": text_key(result["key"]),
                         "image_size": result["image_size"],
                         "crop": s["box"],
                         "lr_size": s["lr_size"],
@@ -660,8 +749,9 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
                     members["json"] = encode_json(meta)
                     shard = sink.add(members)
                     rows.append(_row(key, shard, meta))
-                bar.update(1, extra=f"{len(rows)} samples, {sink.k} shards, {len(errors)} errors")
+                bar.update(1, extra=_tally(len(rows), sink.k, len(errors)))
             sink.finish()
+            bar.extra = _tally(len(rows), sink.k, len(errors))
             status = "complete"
         except OSError as e:
             sink.abort()

@@ -11,6 +11,11 @@ import time
 from typing import TextIO
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """ "1 shard", "2 shards", "0 images": the count and the word in the right number."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rem = divmod(seconds, 3600)

@@ -406,6 +406,16 @@ def _entries(folder: str) -> list[os.DirEntry]:
         return []
 
 
+def _kind(entry: os.DirEntry) -> str | None:
+    """ "dir", "file", "bad" (a link loop or an entry that cannot be examined) or None (broken link, other)."""
+    try:
+        if entry.is_dir():
+            return "dir"
+        return "file" if entry.is_file() else None
+    except OSError:
+        return "bad"
+
+
 def _dir_id(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -429,12 +439,14 @@ def _glob(root: Path, pattern: str) -> set[str]:
             visit(folder, prefix, i + 1, ancestors, entries)  # "**" standing for no folder at all
             todo = [(e, i) for e in entries]
         elif last:
-            found.update(prefix + e.name for e in entries if fnmatchcase(e.name, part) and e.is_file())
-            return  # is_file follows links; a broken link is neither a file nor a folder
+            # is_file follows links; a broken link is neither a file nor a folder. An entry that cannot be
+            # examined (a link to itself) is kept: the builder logs it as unreadable, the walk goes on.
+            found.update(prefix + e.name for e in entries if fnmatchcase(e.name, part) and _kind(e) in ("file", "bad"))
+            return
         else:
             todo = [(e, i + 1) for e in entries if fnmatchcase(e.name, part)]
         for entry, nxt in todo:
-            if entry.is_dir():
+            if _kind(entry) == "dir":
                 ident = _dir_id(entry.path)
                 if ident is not None and ident not in ancestors:
                     visit(entry.path, f"{prefix}{entry.name}/", nxt, ancestors | {ident})
