@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,9 +14,10 @@ import typer
 
 from . import __version__
 from .config import DegradationConfig
-from .errors import SrDegradeError
-from .imageio import read_image, write_image
+from .errors import SrDegradeError, printable
+from .imageio import MAX_PIXELS, read_image, write_image
 from .params import crop_to_scale, degrade, sample_params, sample_rng
+from .progress import plural
 from .text import PROMPT_FORMATS, bins, describe, parse_prompt, vocabulary
 
 app = typer.Typer(
@@ -29,7 +31,8 @@ app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    # One line, whatever the message holds: names from files can carry newlines or escape sequences.
+    typer.echo(f"error: {printable(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -50,6 +53,12 @@ def friendly(fn):
     return wrapper
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (free text kept, a folder skipped, a prompt truncated) as one `warning:` line,
+    without Python's source-line decoration."""
+    typer.echo(f"warning: {printable(str(message))}", err=True)
+
+
 def _load_config(path: Optional[Path], scale: Optional[int]) -> DegradationConfig:
     cfg = DegradationConfig.load(path) if path else DegradationConfig()
     if scale is not None and scale != cfg.scale:
@@ -67,6 +76,13 @@ ConfigOpt = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="YAML or JSON degradation config (partial files override defaults)."),
 ]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        help="Refuse source images larger than this (width x height), read from the file header before decoding.",
+    ),
+]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help=f"Prompt format: {', '.join(PROMPT_FORMATS)}.")]
 
 
@@ -82,6 +98,7 @@ def degrade_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only JSON: prompt, bins and exact parameters.")
     ] = False,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS,
 ) -> None:
     """Degrade one photo: write its LR image and print the prompt that describes the degradation.
 
@@ -90,7 +107,7 @@ def degrade_cmd(
     """
     cfg = _load_config(config, scale)
     _check_format(fmt)
-    hr = read_image(image)
+    hr = read_image(image, max_pixels)
     rng = sample_rng(seed, image.name)
     params = sample_params(cfg, rng)
     lr = degrade(hr, params)
@@ -251,6 +268,7 @@ def build_cmd(
     no_check: Annotated[
         bool, typer.Option("--no-manifest-check", help="Do not compare a named source with its manifest first.")
     ] = False,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS,
 ) -> None:
     """Build webdataset shards: HR crop, LR, prompt, exact parameters and text embedding per sample."""
     from .build import BuildOptions, build
@@ -282,12 +300,14 @@ def build_cmd(
         resume=resume,
         overwrite=overwrite,
         check_manifest=not no_check,
+        max_pixels=max_pixels,
         config=_load_config(config, scale),
     )
     summary = build(opts)
     typer.echo(summary.text())
     if summary.errors:
-        typer.echo(f"{summary.errors} images could not be used: see the errors.jsonl in {out}", err=True)
+        what = plural(summary.errors, "image") + (" was" if summary.errors == 1 else " were")
+        typer.echo(f"{what} not used: see the errors.jsonl in {printable(str(out))}", err=True)
 
 
 @app.command("merge")
@@ -381,6 +401,7 @@ def main(
     ] = False,
 ) -> None:
     """Degrade HR photos the way text-prompt SR trains on them, and word each degradation as a prompt."""
+    warnings.showwarning = _show_warning
 
 
 def run() -> None:  # console-script entry point

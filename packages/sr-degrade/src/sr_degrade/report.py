@@ -4,15 +4,25 @@ and `preview_build` (a contact sheet HR | LR | prompt)."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import SrDegradeError
-from .shards import ShardSample, decode_sample, shard_files
+from .errors import SrDegradeError, printable
+from .progress import plural
+from .shards import ShardSample, decode_sample
 from .text import COMPONENTS
+
+
+def _own_shard(folder: Path, name: Any) -> Path | None:
+    """The shard file an index row names, only when it is a plain file name inside `folder`: an index
+    is data, and a crafted one must not make us stat or open paths elsewhere."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return None
+    return folder / name
 
 
 def _index_rows(folder: Path) -> list[dict[str, Any]]:
@@ -32,7 +42,7 @@ def inspect_build(folder: str | Path, top: int = 10) -> dict[str, Any]:
     """Summary of a build folder, from its index and build.json (shards are not decoded)."""
     folder = Path(folder)
     rows = _index_rows(folder)
-    shards = sorted({r["shard"] for r in rows})
+    shards = sorted({str(r["shard"]) for r in rows})
     info_files = (
         [folder / "build.json"] if (folder / "build.json").exists() else sorted(folder.glob("part*-build.json"))
     )
@@ -45,7 +55,7 @@ def inspect_build(folder: str | Path, top: int = 10) -> dict[str, Any]:
         "samples": len(rows),
         "images": len({r["image"] for r in rows}),
         "shards": len(shards),
-        "bytes": sum((folder / s).stat().st_size for s in shards if (folder / s).exists()),
+        "bytes": sum(p.stat().st_size for p in map(lambda s: _own_shard(folder, s), shards) if p and p.is_file()),
         "errors": info.get("errors", 0),
         "encoder": info.get("encoder"),
         "hr_sizes": dict(Counter(f"{r['crop_w']}x{r['crop_h']}" for r in rows).most_common(top)),
@@ -61,8 +71,8 @@ def format_inspection(report: dict[str, Any]) -> str:
     enc = report["encoder"]
     lines = [
         f"{report['folder']}: {report['status']} build of {report['source']}",
-        f"  {report['samples']} samples from {report['images']} images in {report['shards']} shards "
-        f"({report['bytes'] / 1e6:.1f} MB), {report['errors']} errors",
+        f"  {plural(report['samples'], 'sample')} from {plural(report['images'], 'image')} in "
+        f"{plural(report['shards'], 'shard')} ({report['bytes'] / 1e6:.1f} MB), {plural(report['errors'], 'error')}",
         f"  encoder: {enc['id']} (D={enc['dim']}, {enc['dtype']})" if enc else "  encoder: none (--no-embed)",
         f"  HR sizes: {report['hr_sizes']}",
         f"  LR sizes: {report['lr_sizes']}",
@@ -76,25 +86,56 @@ def format_inspection(report: dict[str, Any]) -> str:
     lines.append("  most common prompts:")
     for prompt, k in report["prompts"]:
         lines.append(f"    {k:>6}  {prompt or '(empty)'}")
-    return "\n".join(lines)
+    # Prompts, paths and names come from files: never let them drive the terminal.
+    return "\n".join(printable(line) for line in lines)
 
 
-def _first_samples(folder: Path, count: int) -> list[ShardSample]:
+def _spread_rows(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """`count` index rows spread over the build: one crop of as many different images as possible
+    (evenly spaced through the image list, so every shard can show), then second crops, and so on."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["image"], []).append(r)
+    chosen: list[dict[str, Any]] = []
+    depth = 0
+    while len(chosen) < count:
+        layer = [g[depth] for g in groups.values() if len(g) > depth]
+        if not layer:
+            break
+        need = count - len(chosen)
+        if len(layer) > need:
+            layer = [layer[i * len(layer) // need] for i in range(need)]
+        chosen += layer
+        depth += 1
+    return chosen
+
+
+def _preview_samples(folder: Path, count: int) -> list[ShardSample]:
     import webdataset as wds
 
-    out = []
-    for raw in wds.DataPipeline(wds.SimpleShardList(shard_files(folder)), wds.tarfile_to_samples()):
-        out.append(decode_sample(raw))
-        if len(out) >= count:
-            break
-    return out
+    chosen = _spread_rows(_index_rows(folder), count)
+    wanted = {r["key"] for r in chosen}
+    shards = []
+    for name in dict.fromkeys(r["shard"] for r in chosen):
+        path = _own_shard(folder, name)
+        if path is None or not path.is_file():
+            raise SrDegradeError(
+                f"{folder}: the index names shard {printable(str(name))!r}, which is not in the folder"
+            )
+        shards.append(os.path.abspath(path))  # absolute: opened as a file, whatever its name
+    found = {}
+    for raw in wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples()):
+        if raw.get("__key__") in wanted:
+            found[raw["__key__"]] = decode_sample(raw)
+    return [found[r["key"]] for r in chosen if r["key"] in found]
 
 
 def preview_build(folder: str | Path, count: int = 8) -> np.ndarray:
-    """A contact sheet of the first `count` samples: HR | LR (shown enlarged) | prompt."""
+    """A contact sheet of `count` samples spread over the build (different images first, from every
+    part of it): HR | LR (shown enlarged) | prompt."""
     from .sheet import contact_sheet
 
-    samples = _first_samples(Path(folder), count)
+    samples = _preview_samples(Path(folder), count)
     if not samples:
         raise SrDegradeError(f"{folder}: the shards hold no samples")
     rows = [([s.hr, s.lr], f"{s.prompt or '(empty prompt)'}   [{s.key}]") for s in samples]
