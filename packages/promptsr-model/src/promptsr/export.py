@@ -31,6 +31,7 @@ import torch
 
 from sr_degrade.config import LEVELS, RESIZE1_LEVELS, DegradationConfig, dataclass_to_dict
 from sr_degrade.errors import SrDegradeError
+from sr_degrade.progress import Progress
 from sr_degrade.text import phrase, vocabulary
 
 from . import __version__
@@ -99,6 +100,10 @@ def _load_checkpoint_weights(model: Any, ckpt: Path, use_ema: bool) -> tuple[boo
     return True, step
 
 
+def _stage(message: str) -> None:
+    print(f"export: {message}", file=sys.stderr, flush=True)
+
+
 def export_model(
     run_dir: str | Path,
     out: str | Path,
@@ -126,7 +131,9 @@ def export_model(
         cfg.model.preset,
         **{**cfg.model.overrides, "cross_attention_dim": encoder_info["dim"], "text_encoder": encoder_info["id"]},
     )
+    _stage(f"reading {ckpt}")
     ema_used, step = _load_checkpoint_weights(model, ckpt, use_ema and cfg.optim.ema_decay > 0)
+    _stage(f"loading the text encoder ({encoder_info.get('id')})")
 
     encoder = load_text_encoder(text_encoder or cfg.data.text_encoder or encoder_name(encoder_info))
     check_same_encoder(encoder_info, encoder.info, "the model's training embeddings")
@@ -141,8 +148,10 @@ def write_model_folder(
     diffusion: DiffusionConfig,
     degradation: DegradationConfig,
     extra: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> Path:
-    """Write a model folder (module doc) from a denoiser and the text encoder it was trained with."""
+    """Write a model folder (module doc) from a denoiser and the text encoder it was trained with;
+    `progress` shows the encoding of the prompt table on stderr."""
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -153,7 +162,11 @@ def write_model_folder(
     (out / "encoder.json").write_text(json.dumps(encoder.info.to_dict(), indent=2))
     (out / "degradation.json").write_text(json.dumps(degradation.to_dict(), indent=2))
     prompts = table_prompts(degradation)
-    table = {f"{i:04d}": torch.from_numpy(np.ascontiguousarray(encoder.encode(p))) for i, p in enumerate(prompts)}
+    table = {}
+    with Progress(len(prompts), "export: encoding the prompt table", unit="prompt", enabled=progress) as bar:
+        for i, p in enumerate(prompts):
+            table[f"{i:04d}"] = torch.from_numpy(np.ascontiguousarray(encoder.encode(p)))
+            bar.update(1)
     save_file(table, str(out / "embeddings.safetensors"))
     (out / "vocabulary.json").write_text(json.dumps({"phrases": vocabulary(degradation), "prompts": prompts}, indent=2))
     meta = {
