@@ -27,7 +27,7 @@ import pytest
 from sr_degrade import ImageError, SrDegradeError, read_image
 from sr_degrade.build import BuildOptions, BuildSummary, _unique_keys, _write_index, build
 from sr_degrade.errors import BuildError, ConfigError, LockError
-from sr_degrade.imageio import check_image_size, decode_image, encode_png, image_size
+from sr_degrade.imageio import check_image_size, decode_image, encode_png, image_size, read_image_size
 from sr_degrade.locks import exclusive
 from sr_degrade.params import stable_hash
 from sr_degrade.report import _preview_samples, format_inspection, inspect_build
@@ -179,6 +179,7 @@ def test_huge_images_are_refused_from_their_header_and_logged(tmp_path):
         decode_image(png(40_000, 40_000), "bomb.png", max_pixels=None)
     with pytest.raises(ImageError, match="over the decode limit of 100 megapixels"):
         check_image_size(png(10_001, 10_000))
+    assert read_image_size(src / "bomb.png") == (100_000, 100_000)  # for callers with their own limit
     line = one_error_line(cli("degrade", str(src / "bomb.png"), "-o", str(tmp_path / "lr.png")))
     assert "bomb.png: 100000x100000" in line and "--max-pixels" in line
     assert not (tmp_path / "lr.png").exists()

@@ -149,6 +149,19 @@ def check_image_size(
     return w, h
 
 
+def read_image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of an image file from its header, nothing decoded; ImageError naming the file
+    when it cannot be read, has no readable header, or (with `max_pixels`) is larger than that."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: the file is empty")
+    return check_image_size(data, str(path), max_pixels)
+
+
 def _is_jpeg_or_tiff(data: np.ndarray) -> bool:
     head = bytes(data[:4])
     return head[:3] == b"\xff\xd8\xff" or head in (b"II*\x00", b"MM\x00*")
