@@ -243,6 +243,7 @@ def test_a_full_disk_stops_cleanly_and_keeps_complete_shards(tmp_path):
 def test_unknown_encoder_and_bad_options_exit_with_a_message(tmp_path):
     r = cli("build", "--src", "sample", "--out", str(tmp_path / "x"), "--text-encoder", "no-such/encoder-xyz")
     assert r.returncode == 2 and "no-such/encoder-xyz" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()  # a refused build leaves no folder (nor its lock file) behind
     r = cli("build", "--src", "sample", "--out", str(tmp_path / "y"), "--crop-size", "250", "--no-embed")
     assert r.returncode == 2 and "multiple of the scale" in r.stderr
     r = cli("build", "--src", str(tmp_path / "nowhere"), "--out", str(tmp_path / "z"), "--no-embed")

@@ -614,16 +614,17 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
     _validate(opts)
     i, n = opts.part
     names = _Names(Path(opts.out), f"part{i}of{n}-" if n > 1 else "", opts.split)
-    fresh = not names.out.exists()
+    created = [p for p in (names.out, *names.out.parents) if not p.exists()]  # folders the lock will make
     try:
         with exclusive(names.lock, f"the build of {names.prefix}{names.split} in {names.out}"):
             _check_output(names, opts)  # fast refusal, before the source is walked or the encoder loads
             return _build(opts, names, progress, log)
     except BaseException:
-        if fresh:  # a build that failed before writing anything leaves no folder behind
+        if created:  # a build that failed before writing anything leaves no folder behind
             with contextlib.suppress(OSError):
                 names.lock.unlink()
-                names.out.rmdir()  # only when empty
+                for folder in created:
+                    folder.rmdir()  # only when empty
         raise
 
 
