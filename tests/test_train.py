@@ -277,3 +277,22 @@ def test_shards_of_another_encoder_are_refused(data, tmp_path):
     r = run([sys.executable, str(TRAIN), *overrides(data, tmp_path / "o2", **{"data.text_encoder": clip}), fmts])
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "minilm" in r.stderr.lower() or "MiniLM" in r.stderr
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused_with_the_holders_pid(data, tmp_path):
+    out = tmp_path / "locked"
+    args = [sys.executable, str(TRAIN), *overrides(data, out, **{"optim.max_steps": 100000, "data.val": "null"})]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
+    try:
+        for line in first.stdout:  # the lock is held from before resume until the process ends
+            if line.startswith("training tiny for"):
+                break
+        second = run(args)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"in use by process {first.pid}" in second.stderr and "training run in" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # The kernel freed the lock with its holder: a run on that folder starts (and resumes nothing: no checkpoint yet).
+    third = run([*args[: -0 or None], "optim.max_steps=2", "run.checkpoint_every=2"])
+    assert third.returncode == 0, third.stderr[-2000:]

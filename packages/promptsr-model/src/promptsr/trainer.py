@@ -20,6 +20,7 @@ This module is the loop; each piece it calls has one job:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -121,6 +122,30 @@ class MetricsLog:
         return record
 
 
+def hold_output_dir(accelerator, out: Path) -> contextlib.ExitStack:
+    """An operating-system lock on output_dir, held by the main process for the whole run (freed by
+    the kernel when it dies, so a killed run resumes): a second run on the same output_dir stops at
+    once, on every rank, with one line naming the holder's PID. Close the returned stack to release."""
+    from sr_degrade.errors import LockError
+    from sr_degrade.locks import exclusive
+
+    stack, error = contextlib.ExitStack(), None
+    if accelerator.is_main_process:
+        try:
+            stack.enter_context(exclusive(out / ".train.lock", f"the training run in {out}"))
+        except LockError as e:
+            error = str(e)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [error]
+        broadcast_object_list(box)
+        error = box[0]
+    if error:
+        raise TrainingError(error)
+    return stack
+
+
 def write_run_files(accelerator, cfg: TrainConfig, data: TrainData) -> None:
     """config.yaml (resolved), encoder.json and degradation.json in output_dir; the trackers' hparams."""
     out = Path(cfg.run.output_dir)
@@ -168,6 +193,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(device)
+    lock = hold_output_dir(accelerator, out)
     state = TrainState()
     ckpt = Checkpointer(
         accelerator, out, cfg.run.keep_checkpoints, model, optimizer, lr_scheduler, ema, state, cfg.run.debug_state
@@ -242,6 +268,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             ckpt.save()
         _write_final(accelerator, out, status, state.step, model, cfg.run.debug_state)
         accelerator.end_training()
+        lock.close()
     return {"step": state.step, "status": status}
 
 
