@@ -294,5 +294,5 @@ def test_a_second_run_on_the_same_output_dir_is_refused_with_the_holders_pid(dat
         first.kill()
         first.wait()
     # The kernel freed the lock with its holder: a run on that folder starts (and resumes nothing: no checkpoint yet).
-    third = run([*args[: -0 or None], "optim.max_steps=2", "run.checkpoint_every=2"])
+    third = run([*args, "optim.max_steps=2", "run.checkpoint_every=2"])
     assert third.returncode == 0, third.stderr[-2000:]
