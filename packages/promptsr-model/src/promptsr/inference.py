@@ -269,10 +269,10 @@ class Upscaler:
     """A loaded model ready to upscale: prompts to embeddings (table first, the encoder when needed).
 
     Speed and memory options (module doc): `tf32` and `channels_last` ("auto": on for a CUDA device,
-    off on the CPU), `compile` (False; True or "inductor", or another torch.compile backend name such
-    as "aot_eager", or a backend callable), `device_share` (the share of a GPU's memory the
-    whole-image sampling state may take before it moves to the host; default 0.25). TF32 is a
-    process-wide torch setting: turning it on here turns it on for the process.
+    off on the CPU), `compile` (False; True, "on" or "inductor", another torch.compile backend name
+    such as "aot_eager", a backend callable, or "auto": inductor on CUDA only), `device_share` (the
+    share of a GPU's memory the whole-image sampling state may take before it moves to the host;
+    default 0.25). TF32 is a process-wide torch setting: turning it on here turns it on for the process.
     """
 
     def __init__(
@@ -312,9 +312,13 @@ class Upscaler:
         if self.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if cuda:  # tiles are one size: cuDNN's algorithm search is paid once per shape
+            torch.backends.cudnn.benchmark = True
         self.channels_last = _wanted(channels_last, cuda)
         if self.channels_last:
             self.model.unet.to(memory_format=torch.channels_last)
+        if compile == "auto":  # as the trainer's run.compile: on for a CUDA device (not the default here)
+            compile = cuda
         backend = "inductor" if compile is True or compile == "on" else compile
         self.compile = backend if backend not in (False, None, "off") else None
         #: What the sampler calls: the model, compiled when asked for (self.model.unet stays the eager module).
