@@ -295,10 +295,12 @@ def test_cli_clip_options_and_compare(model_dir, lr_photo, tmp_path):
     assert r.returncode == 2 and "'sometimes'" in r.stderr and "recompute" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(
         [EXE, "upscale", str(tmp_path / "lr.png"), "-o", str(tmp_path / "sr.png"), "-m", str(model_dir), "--steps", "2",
-         "--no-clip", "--strength", "0.5"],
+         "--no-clip", "--strength", "0.5", "--tf32", "--compile", "no_such_backend", "--device-share", "0.5"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
+    assert any("tf32" in n for n in notes) and any("no_such_backend" in n for n in notes), r.stderr  # fallbacks
     sr = read_image(tmp_path / "sr.png")
     assert np.array_equal(sr, Upscaler(model_dir).upscale(lr, "", steps=2, clip="none", strength=0.5))
     assert not np.array_equal(sr, Upscaler(model_dir).upscale(lr, "", steps=2, clip="none"))
