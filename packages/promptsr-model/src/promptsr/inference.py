@@ -34,7 +34,6 @@ Asking for one that this machine cannot use falls back with one notice on stderr
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from sr_degrade.text import parse_prompt
 from .bicubic import bicubic_upsample, to_model_range
 from .diffusion import check_clip, check_strength, sample_with, sampling_scheduler
 from .export import PromptSRModel, load_model
+from .speed import compile_backend, enable_tf32, notice, wanted
 
 COLOR_FIXES = ("none", "adain", "wavelet")
 
@@ -59,10 +59,6 @@ STATE_COPIES = 8
 
 #: Wavelet levels of the colour fix: the low band keeps structures wider than about 2^levels pixels.
 WAVELET_LEVELS = 5
-
-
-def notice(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def _ramp(size: int, overlap: int) -> torch.Tensor:
@@ -226,10 +222,6 @@ def _to_uint8(x: torch.Tensor, cond: torch.Tensor | None, height: int, width: in
     return image.cpu().numpy()
 
 
-def _wanted(value: bool | str | None, cuda: bool) -> bool:
-    return cuda if value in (None, "auto") else bool(value)
-
-
 class _FallbackOnError:
     """A compiled model that runs eagerly from the first failure on (compilation happens at the first
     call and at each new input shape), after one notice."""
@@ -252,17 +244,11 @@ def _compiled(net: torch.nn.Module, backend: str | Callable) -> Callable:
     """`net` under torch.compile with `backend` (a name or a dynamo backend callable), or `net` itself
     after one notice where this torch cannot compile. Batch sizes other than the first compile once
     more, with a dynamic batch dimension (torch's automatic dynamic shapes): the last chunk of tiles."""
-    name = backend if isinstance(backend, str) else getattr(backend, "__name__", "custom")
-    try:
-        import torch._dynamo
-
-        if isinstance(backend, str) and backend not in torch._dynamo.list_backends(exclude_tags=()):
-            raise RuntimeError(f"unknown backend; known: {', '.join(torch._dynamo.list_backends())}")
-        compiled = torch.compile(net, backend=backend)
-    except Exception as e:
-        notice(f"torch.compile backend {name!r} is not usable here ({str(e).splitlines()[0]}); running uncompiled")
+    usable = compile_backend(backend)
+    if usable is None:
         return net
-    return _FallbackOnError(compiled, net, name)
+    name = usable if isinstance(usable, str) else getattr(usable, "__name__", "custom")
+    return _FallbackOnError(torch.compile(net, backend=usable), net, name)
 
 
 class Upscaler:
@@ -305,16 +291,10 @@ class Upscaler:
             self.model.unet.to(self.dtype)
             diffusers.utils.logging.set_verbosity(level)
         cuda = self.device.type == "cuda"
-        self.tf32 = _wanted(tf32, cuda)
-        if self.tf32 and not cuda:
-            notice("tf32 applies to CUDA devices only; running in full float32 here")
-            self.tf32 = False
-        if self.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        self.tf32 = enable_tf32(wanted(tf32, cuda), self.device)
         if cuda:  # tiles are one size: cuDNN's algorithm search is paid once per shape
             torch.backends.cudnn.benchmark = True
-        self.channels_last = _wanted(channels_last, cuda)
+        self.channels_last = wanted(channels_last, cuda)
         if self.channels_last:
             self.model.unet.to(memory_format=torch.channels_last)
         if compile == "auto":  # as the trainer's run.compile: on for a CUDA device (not the default here)

@@ -15,7 +15,6 @@ kernel, a compile backend that is missing or fails on the first step.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +22,8 @@ from typing import Any
 import torch
 
 from .diffusion import epsilon_loss
+from .speed import compile_backend, enable_tf32, notice, wanted
 from .train_data import Batch
-
-
-def notice(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -54,34 +50,19 @@ class Speed:
         return "speed settings: " + (", ".join(on) if on else "none")
 
 
-def _wanted(value: Any, cuda: bool) -> bool:
-    return cuda if value == "auto" else bool(value)
-
-
 def resolve_speed(run: Any, device: torch.device) -> Speed:
     """`run.tf32`, `run.channels_last`, `run.fused_adam` and `run.compile` resolved for `device`,
     with one notice for each that was asked for and cannot be used here. Sets the TF32 flags."""
     cuda = device.type == "cuda"
-    tf32 = _wanted(run.tf32, cuda)
-    if tf32 and not cuda:
-        notice("run.tf32 applies to CUDA devices only; running in full float32 here")
-        tf32 = False
-    if tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    tf32 = enable_tf32(wanted(run.tf32, cuda), device, "run.tf32")
+    if cuda:  # crops are one size: cuDNN's algorithm search is paid once
         torch.backends.cudnn.benchmark = True
-    fused = _wanted(run.fused_adam, cuda)
+    fused = wanted(run.fused_adam, cuda)
     if fused and not _has_fused_adam(device):
         notice(f"run.fused_adam: torch {torch.__version__} has no fused Adam on {device.type}; using the default Adam")
         fused = False
-    backend = None
-    if run.compile is True or (run.compile == "auto" and cuda):
-        backend = "inductor"
-    elif isinstance(run.compile, str) and run.compile != "auto":
-        backend = run.compile
-    if backend is not None:
-        backend = compile_backend(backend)
-    return Speed(tf32=tf32, channels_last=_wanted(run.channels_last, cuda), fused_adam=fused, compile=backend)
+    backend = compile_backend(cuda if run.compile == "auto" else run.compile)
+    return Speed(tf32=tf32, channels_last=wanted(run.channels_last, cuda), fused_adam=fused, compile=backend)
 
 
 def _has_fused_adam(device: torch.device) -> bool:
@@ -91,22 +72,6 @@ def _has_fused_adam(device: torch.device) -> bool:
         return True
     except (RuntimeError, TypeError, ValueError):
         return False
-
-
-def compile_backend(name: str) -> str | None:
-    """`name` if torch.compile can use it here, else None after one notice (inductor needs a C++
-    compiler on the CPU and Triton on a GPU)."""
-    try:
-        import torch._dynamo
-
-        if name not in torch._dynamo.list_backends(exclude_tags=()):
-            raise RuntimeError(f"unknown backend; known: {', '.join(torch._dynamo.list_backends())}")
-        if name == "inductor":
-            from torch._inductor import config as _inductor_config  # noqa: F401 - fails where inductor cannot load
-    except Exception as e:
-        notice(f"torch.compile backend {name!r} is not usable here ({str(e).splitlines()[0]}); running eagerly")
-        return None
-    return name
 
 
 def make_optimizer(params, optim: Any, speed: Speed) -> torch.optim.Optimizer:
