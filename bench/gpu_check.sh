@@ -7,7 +7,7 @@
 #                   batch 16, 256^2), eager; then with the default torch.compile
 #   resume          `train.py` on the GPU: 5 steps with EMA, checkpoint, resume, 5 more (the EMA on the device)
 #   infer           DDIM-50 and DPM-Solver++ 20 at 512^2 through Upscaler.upscale (promptsr upscale's path),
-#                   and the tiled 2048^2 peak memory (bench/infer.py)
+#                   and the tiled 2048^2 peak memory (bench/infer.py); then the same latencies compiled
 # Prepare once on the CPU machine (bench/gpu_prepare.sh), then through the device tool:
 #   command: bash bench/gpu_check.sh      carry: [".device"]
 # Without a GPU, GPU_CHECK_CPU=1 runs every stage at toy sizes, to check the script itself.
@@ -47,9 +47,9 @@ else
     RESUME=(run.mixed_precision=bf16)
 fi
 
-stage anchor 80 env OUT="$OUT" $PY .device/paper_dn_anchor.py
-stage train_eager 45 $PY bench/train.py "${TRAIN[@]}" --json "$OUT/train_eager.json" run.compile=false
-stage resume 60 bash -c '
+stage anchor 70 env OUT="$OUT" $PY .device/paper_dn_anchor.py
+stage train_eager 40 $PY bench/train.py "${TRAIN[@]}" --json "$OUT/train_eager.json" run.compile=false
+stage resume 50 bash -c '
     set -e
     args=(data.train=.device/shards/train data.val=null data.crop=64 data.num_workers=2 data.shuffle_buffer=16
           model.preset=tiny optim.batch_size=8 optim.ema_decay=0.99 run.output_dir='"$OUT"'/resume_run
@@ -59,6 +59,7 @@ stage resume 60 bash -c '
     grep -q "resumed from .* at step 5" '"$OUT"'/resume_second.txt
     grep -q "training complete at step 10" '"$OUT"'/resume_second.txt
     echo "{\"resumed\": true}" > '"$OUT"'/resume.json'
-stage infer 75 $PY bench/infer.py "${INFER[@]}" --json "$OUT/infer.json"
-stage train_compiled 90 $PY bench/train.py "${TRAIN[@]}" --json "$OUT/train_compiled.json"
+stage infer 60 $PY bench/infer.py "${INFER[@]}" --json "$OUT/infer.json"
+stage infer_compiled 60 $PY bench/infer.py "${INFER[@]}" --compile inductor --tiled-sizes 1024 --json "$OUT/infer_compiled.json"
+stage train_compiled 60 $PY bench/train.py "${TRAIN[@]}" --json "$OUT/train_compiled.json"
 $PY bench/gpu_table.py "$OUT" | tee "$OUT/table.md"

@@ -61,12 +61,14 @@ def main(folder: Path) -> None:
         bool(resumed),
     )
     infer = load(folder, "infer.json")
-    for prefix, goal, limit in (("ddim 50", "<= 0.6 s", 0.6), ("dpm-solver++ 20", "<= 0.25 s", 0.25)):
-        r = first(infer, prefix)
-        if r is None or "seconds" not in r:
-            row(f"{prefix} steps through Upscaler", "missing (see infer.log)", goal, False)
-        else:
-            row(r["case"] + " (Upscaler)", f"{r['seconds']:.3f} s", goal, r["seconds"] <= limit)
+    for name, label in (("infer", "eager"), ("infer_compiled", "inductor")):
+        rows = load(folder, f"{name}.json")
+        for prefix, goal, limit in (("ddim 50", "<= 0.6 s", 0.6), ("dpm-solver++ 20", "<= 0.25 s", 0.25)):
+            r = first(rows, prefix)
+            if r is None or "seconds" not in r:
+                row(f"{prefix} steps through Upscaler ({label})", f"missing (see {name}.log)", goal, False)
+            else:
+                row(f"{r['case']} (Upscaler, {label})", f"{r['seconds']:.3f} s", goal, r["seconds"] <= limit)
     r = first(infer, "tiled 2048")
     if r is None or r.get("device_peak_gib") is None:
         row("tiled 2048^2 device memory", "missing (see infer.log)", "<= 8 GiB", False)
