@@ -11,7 +11,8 @@ from . import __version__
 
 app = typer.Typer(
     name="promptsr",
-    help="PromptSR: text-prompt diffusion super-resolution: train, export, inspect presets.",
+    help="PromptSR: text-prompt diffusion super-resolution: train, export, upscale, compare, evaluate, ablate.",
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -33,6 +34,11 @@ def info(
     ),
 ) -> None:
     """Print a denoiser preset's parameter count and full config."""
+    from .presets import PRESETS
+
+    if preset not in PRESETS:  # before torch and diffusers load: a refusal in a fraction of a second
+        typer.echo(f"error: unknown preset {preset!r}; choose from: {', '.join(sorted(PRESETS))}", err=True)
+        raise typer.Exit(2)
     import torch
 
     from .unet import build_unet, count_parameters
@@ -186,11 +192,17 @@ def upscale(
     without any, the empty prompt. In-vocabulary prompts use the model's embedding table.
     """
     from sr_degrade.errors import SrDegradeError
-    from sr_degrade.imageio import IMAGE_EXTENSIONS, read_image, write_image
+    from sr_degrade.imageio import IMAGE_EXTENSIONS, read_image, read_image_size, write_image
     from sr_degrade.progress import Progress
 
-    from .inference import Upscaler
+    def fail(message: str) -> NoReturn:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
 
+    # Everything checkable without the model first: a bad argument is refused before torch loads.
+    missing = [str(i) for i in inputs if not i.exists()]
+    if missing:
+        fail(f"no such file or folder: {', '.join(missing)}")
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
@@ -198,33 +210,44 @@ def upscale(
         else:
             files.append(item)
     if not files:
-        typer.echo("error: no input images found", err=True)
-        raise typer.Exit(2)
+        fail("no input images found")
+    if steps < 1:
+        fail(f"--steps {steps} must be at least 1")
+    if tile < 1 or not 0 <= overlap < tile:
+        fail(f"--overlap {overlap} must be >= 0 and smaller than --tile ({tile})")
+    if batch < 1:
+        fail(f"--batch {batch} must be at least 1")
+    if prompt and not free_text:
+        try:
+            _check_prompt(prompt, model)
+        except (SrDegradeError, OSError, ValueError) as e:
+            fail(str(e))
+    from .diffusion import check_strength, steps_run  # torch loads here
+
+    try:
+        check_strength(strength)
+    except ValueError as e:
+        fail(f"--{e}")
     to_folder = len(files) > 1 or any(i.is_dir() for i in inputs) or output.suffix == ""
     clip = _clip_choice(clip, no_clip)
     try:
         from .evaluate import read_prompt_table
 
         table = read_prompt_table(prompts) if prompts else {}
+        from .inference import Upscaler
+
         up = Upscaler(
             model, device=device, dtype=dtype, compile=compile,
             tf32="auto" if tf32 is None else tf32, channels_last="auto" if channels_last is None else channels_last,
             device_share=device_share,
         )  # fmt: skip
-    except (SrDegradeError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        up.check_settings(tile=tile, overlap=overlap, scheduler=scheduler, color=color_fix, clip=clip)
+    except (SrDegradeError, OSError, ValueError) as e:
+        fail(str(e))
     if prompt is None and not table and not any(f.with_suffix(".txt").exists() for f in files):
         typer.echo("note: no prompt given: using the empty prompt (the model's 'without prompt' setting)", err=True)
     failures: list[str] = []
-    from .diffusion import check_strength, steps_run
-
-    try:
-        check_strength(strength)
-    except ValueError as e:
-        typer.echo(f"error: --{e}", err=True)
-        raise typer.Exit(2) from None
-    bar = Progress(len(files) * steps_run(steps, strength), "upscale", unit="step")
+    bar = None
     for f in files:
         text = table.get(f.name, table.get(f.stem))
         if text is None and f.with_suffix(".txt").exists():
@@ -232,24 +255,41 @@ def upscale(
         text = prompt if text is None else text
         target = output / (f.stem + ".png") if to_folder else output
         try:
-            lr = read_image(f)
+            width, height = read_image_size(f, max_pixels=None)  # the header alone: refused before decoding
+            up.check_fits(height, width)
+            lr = read_image(f, max_pixels=None)
+            if bar is None:
+                bar = Progress(len(files) * steps_run(steps, strength), "upscale", unit="step")
             sr = up.upscale(
                 lr, text or "", steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap,
                 batch=batch, color=color_fix, free_text=free_text, clip=clip, strength=strength,
-                callback=lambda i, n: bar.update(1),
+                callback=lambda i, n, bar=bar: bar.update(1),
             )  # fmt: skip
             write_image(target, sr)
         except (SrDegradeError, OSError) as e:
             failures.append(str(e) if str(f) in str(e) else f"{f}: {e}")
             typer.echo(f"error: {failures[-1]}", err=True)
-    bar.close()
+    if bar is not None:
+        bar.close()
     done = len(files) - len(failures)
+    if done == 0:
+        raise typer.Exit(2)  # every failure is already on its own error: line
     typer.echo(f"upscaled {done} of {len(files)} images x{up.scale} -> {output}")
     if failures:
-        typer.echo(f"{len(failures)} failed:", err=True)
-        for line in failures:
-            typer.echo(f"  {line}", err=True)
+        typer.echo(f"{len(failures)} of {len(files)} failed (listed above)", err=True)
         raise typer.Exit(1)
+
+
+def _check_prompt(prompt: str, model: Path) -> None:
+    """Refuse a prompt outside the model's vocabulary before the model loads (degradation.json only)."""
+    import json
+
+    from sr_degrade.config import DegradationConfig
+    from sr_degrade.text import parse_prompt
+
+    cfg_file = model / "degradation.json"
+    cfg = DegradationConfig.from_dict(json.loads(cfg_file.read_text())) if cfg_file.exists() else None
+    parse_prompt(prompt, strict=True, cfg=cfg)
 
 
 @app.command("compare")
@@ -312,7 +352,7 @@ def _eval_common(
     """Checks everything an eval or ablation needs before any upscaling; exit 2 with one line otherwise."""
     from sr_degrade.errors import SrDegradeError
 
-    from .evaluate import MetricSet, dataset_loader, parse_metrics, parse_weights
+    from .evaluate import MetricSet, check_data_scale, dataset_loader, parse_metrics, parse_weights
     from .inference import Upscaler
 
     try:
@@ -320,6 +360,7 @@ def _eval_common(
         weights = parse_weights(metric_weights)
         loader, has_hr, total = dataset_loader(data, names, lr_folder, prompts, limit)
         up = Upscaler(model, device=device, dtype=dtype)
+        check_data_scale(data, up.scale)
     except (SrDegradeError, OSError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -396,7 +437,7 @@ def eval_cmd(
     With --data: evaluation shards (LR, HR, prompt); all metrics. With --lr-folder (and --prompts
     CSV of image,prompt; missing prompts are empty): real-world LR without HR, no-reference metrics
     only. PSNR/SSIM are ours (BT.601 Y, border = scale); the others need pyiqa
-    (pip install "promptsr-model[eval]") and are skipped with a note when it or their weights are missing.
+    (pip install "promptsr-model\\[eval]") and are skipped with a note when it or their weights are missing.
     """
     from sr_degrade.errors import SrDegradeError
 
@@ -561,7 +602,7 @@ def _ablate_loss(
 def main(
     show: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
 ) -> None:
-    """PromptSR: text-prompt diffusion super-resolution."""
+    """PromptSR: text-prompt diffusion super-resolution: train, export, upscale, compare, evaluate, ablate."""
     if show:
         typer.echo(f"promptsr {__version__}")
 

@@ -289,6 +289,19 @@ def folder_items(
             yield EvalItem(key, None, None, text, error=str(e))
 
 
+def check_data_scale(data: Sequence[str | Path], scale: int) -> None:
+    """An SrDegradeError before the first image when evaluation shards were built for another scale
+    than the model's (read from their build.json; shards without one are checked image by image)."""
+    from .train_data import shard_build_info
+
+    for folder in data:
+        built = shard_build_info(str(folder)).get("config", {}).get("scale")
+        if built is not None and int(built) != scale:
+            raise SrDegradeError(
+                f"{folder} holds x{built} shards but the model upscales x{scale}: evaluate it on x{scale} shards"
+            )
+
+
 def dataset_loader(
     data: Sequence[str | Path],
     names: Sequence[str] = (),
@@ -408,6 +421,7 @@ def evaluate(
                     item.lr, prompt, steps=opts.steps, scheduler=opts.scheduler, seed=opts.seed, tile=opts.tile,
                     overlap=opts.overlap, batch=opts.batch, color=opts.color, free_text=opts.free_text,
                     clip=opts.clip, strength=opts.strength,
+                    callback=lambda i, n, key=item.key: bar.update(0, extra=f"{key}: step {i}/{n}"),
                 )  # fmt: skip
                 if item.hr is not None and item.hr.shape != sr.shape:
                     raise SrDegradeError(f"HR {item.hr.shape} is not {scale} x the LR {item.lr.shape}")

@@ -34,6 +34,7 @@ Asking for one that this machine cannot use falls back with one notice on stderr
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ COLOR_FIXES = ("none", "adain", "wavelet")
 #: model: x, the conditioning, the blended noise and up to four scheduler temporaries (DDIM's step).
 #: Used to decide whether the state fits on the GPU (`Upscaler.device_share`).
 STATE_COPIES = 8
+
+#: Share of the machine's physical memory an upscale may plan to use (`Upscaler.check_fits`).
+MEMORY_SHARE = 0.8
 
 #: Wavelet levels of the colour fix: the low band keeps structures wider than about 2^levels pixels.
 WAVELET_LEVELS = 5
@@ -310,6 +314,50 @@ class Upscaler:
     def scale(self) -> int:
         return self.model.scale
 
+    def check_settings(
+        self,
+        *,
+        tile: int = 512,
+        overlap: int = 64,
+        scheduler: str = "ddim",
+        color: str = "none",
+        clip: str | None = None,
+        strength: float = 1.0,
+    ) -> None:
+        """An SrDegradeError naming the option for any setting `upscale` cannot run with, before any work."""
+        mult = self.model.unet.size_multiple
+        if tile % mult or tile < mult:
+            raise SrDegradeError(f"--tile {tile} must be a positive multiple of {mult} (the model's size multiple)")
+        if not 0 <= overlap < tile:
+            raise SrDegradeError(f"--overlap {overlap} must be smaller than the tile ({tile}) and >= 0")
+        if color not in (None, *COLOR_FIXES):
+            raise SrDegradeError(f"unknown --color-fix {color!r}: choose one of {', '.join(COLOR_FIXES)}")
+        try:
+            check_clip(self.model.diffusion.clip if clip is None else clip)
+            check_strength(strength)
+            sampling_scheduler(scheduler, self.model.diffusion)
+        except ValueError as e:
+            raise SrDegradeError(str(e)) from None
+
+    def max_output_pixels(self) -> int:
+        """The largest output (in pixels) whose sampling state fits in this machine's memory: STATE_COPIES
+        float32 copies of it, plus the uint8 result, in at most MEMORY_SHARE of the physical memory."""
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(MEMORY_SHARE * total / (STATE_COPIES * 3 * 4 + 3))
+
+    def check_fits(self, height: int, width: int) -> None:
+        """An SrDegradeError naming the sizes and the limit when a height x width LR image would need more
+        memory than this machine has (`max_output_pixels`), before anything is decoded or allocated."""
+        s = self.scale
+        pixels, limit = height * width * s * s, self.max_output_pixels()
+        if pixels > limit:
+            need = pixels * (STATE_COPIES * 3 * 4 + 3) / 2**30
+            raise SrDegradeError(
+                f"a {width}x{height} LR image makes a {width * s}x{height * s} output, which needs about "
+                f"{need:.1f} GiB to sample; this machine allows outputs up to {limit / 1e6:.0f} MP "
+                f"({MEMORY_SHARE:.0%} of its memory): upscale it in parts"
+            )
+
     def state_device(self, shape: tuple[int, ...]) -> torch.device:
         """Where the sampling state of a `shape` image lives: the model's GPU while STATE_COPIES float32
         copies of it fit in `device_share` of the GPU's memory, else the host."""
@@ -363,17 +411,10 @@ class Upscaler:
             raise SrDegradeError(f"this model was trained for x{self.scale}; x{scale} is not available from it")
         if lr.ndim != 3 or lr.shape[2] != 3 or lr.dtype != np.uint8:
             raise SrDegradeError(f"expected an H x W x 3 uint8 RGB image, got shape {lr.shape} dtype {lr.dtype}")
-        mult = self.model.unet.size_multiple
-        if tile % mult or tile < mult:
-            raise SrDegradeError(f"--tile {tile} must be a positive multiple of {mult} (the model's size multiple)")
-        if not 0 <= overlap < tile:
-            raise SrDegradeError(f"--overlap {overlap} must be smaller than the tile ({tile}) and >= 0")
         clip = self.model.diffusion.clip if clip is None else clip
-        try:  # before any work: the sampler checks both too, but only after the prompt is embedded
-            check_clip(clip)
-            check_strength(strength)
-        except ValueError as e:
-            raise SrDegradeError(str(e)) from None
+        self.check_settings(tile=tile, overlap=overlap, scheduler=scheduler, color=color, clip=clip, strength=strength)
+        self.check_fits(*lr.shape[:2])
+        mult = self.model.unet.size_multiple
         emb = torch.from_numpy(self.embed(prompt, free_text).astype(np.float32))[None].to(self.device, self.dtype)
         s = self.scale
         h, w = lr.shape[:2]
