@@ -57,6 +57,9 @@ def test_bad_arguments_are_one_line_and_exit_2(model_dir, tmp_path):  # noqa: F8
     # Refused before torch loads.
     assert loads_torch(*base, "-p", "heavy blurr, downsample") == (2, False)
     assert loads_torch("info", "--preset", "huge") == (2, False)
+    assert loads_torch("train", "optim.learnrate=1") == (2, False)
+    assert loads_torch("train", f"data.train={tmp_path / 'no_shards'}") == (2, False)
+    assert loads_torch("export", str(tmp_path / "no_run"), "-o", str(tmp_path / "m")) == (2, False)
     r = promptsr("-h")
     assert r.returncode == 0 and "upscale" in r.stdout and "eval" in r.stdout.split("Commands")[0]
     assert "promptsr-model[eval]" in promptsr("eval", "--help").stdout

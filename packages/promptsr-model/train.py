@@ -8,7 +8,7 @@ A thin entry point; everything lives in promptsr.trainer (also reachable as `pro
 
 import sys
 
-from promptsr.trainer import main
+from promptsr.train_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

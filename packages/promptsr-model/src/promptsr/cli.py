@@ -72,7 +72,7 @@ def train(
 
     Extra arguments are key=value overrides, e.g. optim.lr=1e-4 run.output_dir=runs/a.
     """
-    from .trainer import main as train_main
+    from .train_cli import main as train_main
 
     argv = (["--config", str(config)] if config else []) + list(ctx.args)
     raise typer.Exit(train_main(argv))
@@ -95,6 +95,13 @@ def export(
     """Write a self-contained model folder: weights, schedule, encoder record, prompt-embedding table."""
     from sr_degrade.errors import SrDegradeError
 
+    for path, what in ((run_dir / "config.yaml", "a training run's output_dir"), (checkpoint, "a checkpoint folder")):
+        if path is not None and not path.exists():  # before torch loads: refused at once
+            typer.echo(
+                f"error: {path.parent if path.name == 'config.yaml' else path} is not {what} ({path} is missing)",
+                err=True,
+            )
+            raise typer.Exit(2)
     from .export import export_model
 
     try:

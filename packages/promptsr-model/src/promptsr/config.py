@@ -16,7 +16,7 @@ import yaml
 from sr_degrade.config import dataclass_from_dict, dataclass_to_dict
 from sr_degrade.errors import ConfigError
 
-from .diffusion import DiffusionConfig
+from .diffusion_config import DiffusionConfig
 
 PROMPT_FORMATS = ("original", "shuffled", "simplified", "empty")
 

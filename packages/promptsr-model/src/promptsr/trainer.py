@@ -23,19 +23,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sr_degrade.errors import SrDegradeError
 from sr_degrade.progress import Progress
 
 from .checkpoint import Checkpointer, TrainState, _digest
-from .config import TrainConfig, load_train_config
+from .config import TrainConfig
 from .diffusion import epsilon_loss, train_scheduler
+from .train_cli import main  # the entry point, apart so that bad arguments fail before torch loads
 from .train_data import Batch, TrainData, TrainingError
 from .train_step import TrainStep, make_optimizer, peak_memory_gib, resolve_speed
 from .validation import Validator
@@ -291,24 +290,3 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`train.py --config FILE [key=value ...]`: one clear line and exit 2 for what a user can fix."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="train.py", description="Train PromptSR (launch with accelerate launch).")
-    ap.add_argument("--config", "-c", help="YAML config (configs/promptsr_x4.yaml, configs/tiny_cpu.yaml)")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 run.output_dir=runs/a")
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_train_config(args.config, args.overrides)
-        result = train(cfg)
-    except SrDegradeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; the last state is saved (resume: auto continues it)", file=sys.stderr)
-        return 130
-    print(f"training {result['status']} at step {result['step']}")
-    return 0
