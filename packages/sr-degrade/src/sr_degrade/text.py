@@ -177,3 +177,187 @@ def parse_prompt(text: str, strict: bool = True, cfg: DegradationConfig = _DEFAU
         warnings.warn(f"prompt phrases outside the vocabulary kept as free text: {unknown}", stacklevel=2)
     ordered = {c: levels[c] for c in COMPONENTS if c in levels}
     return ParsedPrompt(ordered, tuple(unknown))
+
+
+# ---- prompts in a user's own words (issue 11) ---------------------------------------------------
+
+#: The level of a component the user (or the estimator) says is absent.
+NONE = "none"
+
+
+def canonical_prompt(
+    levels: dict[str, str], cfg: DegradationConfig = _DEFAULT, omission: bool = True
+) -> tuple[str, list[str]]:
+    """The original-format prompt of {component: level}: the paper's order, "none" and missing
+    components left out, resize2's phrase always last. Returns (prompt, notes).
+
+    With `omission=False` (a model trained without omitted operations, so its prompts always name
+    every component) a "none" becomes the lightest level ("unchange" for resize1), with a note.
+    """
+    notes: list[str] = []
+    items: list[str] = []
+    for comp in FIRST_OPS:
+        level = levels.get(comp)
+        if level is None:
+            continue
+        if level == NONE:
+            if omission:
+                continue
+            level = "unchange" if comp == "resize1" else LEVELS[0]
+            notes.append(
+                f"{comp} 'none' given as {phrase(comp, level, cfg)!r}: the model was trained without omitted ops"
+            )
+        items.append(phrase(comp, level, cfg))
+    items.append(phrase("resize2", "downsample", cfg))
+    return ", ".join(items), notes
+
+
+class Normalised(dict):
+    """{component: level or "none"} read from free text; `unknown` holds the words not understood."""
+
+    def __init__(self, levels: dict[str, str], unknown: tuple[str, ...] = ()):
+        super().__init__(levels)
+        self.unknown = unknown
+
+    def __repr__(self) -> str:
+        return f"Normalised({dict(self)!r}, unknown={self.unknown!r})"
+
+
+# Rules of the normaliser. Multi-word phrases are matched first (on the space-joined words of a
+# clause); then each word is a component word (its level from the clause's intensity words, medium
+# when none is said), a "none" word (the component is named absent), an intensity word, a negation
+# or filler. Anything else is reported back, never silently dropped.
+_PHRASES: tuple[tuple[str, str, str | None], ...] = (
+    # (words, component, level or None = from the intensity words)
+    ("out of focus", "blur", None),
+    ("in focus", "blur", NONE),
+    ("blown up", "resize1", "upsample"),
+    ("zoomed in", "resize1", "upsample"),
+    ("original size", "resize1", "unchange"),
+    ("native resolution", "resize1", "unchange"),
+    ("not resized", "resize1", "unchange"),
+    ("low quality", "jpeg", "heavy"),
+    ("poor quality", "jpeg", "heavy"),
+    ("bad quality", "jpeg", "heavy"),
+    ("high quality", "jpeg", "light"),
+    ("good quality", "jpeg", "light"),
+)
+_WORDS: dict[str, tuple[str, str | None]] = {}
+for _comp, _level, _words in (
+    ("blur", None, "blur blurs blurry blurred blurring blurriness soft softened fuzzy smeared smudged defocused "
+     "unfocused defocus hazy"),
+    ("blur", NONE, "sharp crisp focused"),
+    ("noise", None, "noise noises noisy grain grains grainy graininess speckle speckles speckled static sensor iso"),
+    ("noise", NONE, "clean denoised noiseless"),
+    ("jpeg", None, "jpeg jpg jpegs compression compressed blocky blocks blockiness artifacts artefacts artifact "
+     "artefact macroblocking ringing mosquito"),
+    ("jpeg", NONE, "uncompressed lossless"),
+    ("resize1", "upsample", "enlarged upscaled upsampled upsample upscale enlarge magnified stretched zoomed "
+     "interpolated"),
+    ("resize1", "downsample", "downscaled downsampled downsized shrunk shrunken reduced minified downscale"),
+    ("resize1", "unchange", "unchanged unchange unresized"),
+):  # fmt: skip
+    for _w in _words.split():
+        _WORDS[_w] = (_comp, _level)
+_INTENSITY: dict[str, str] = {}
+for _level, _words in (
+    ("heavy", "very heavy heavily extremely extreme strong strongly severe severely lots lot badly terribly "
+     "really super massive massively awful intense intensely much high highly"),
+    ("light", "slightly slight bit little light lightly mild mildly faint faintly barely somewhat minor subtle "
+     "subtly touch hint weak low"),
+    ("medium", "moderate moderately medium noticeable noticeably fairly quite some visible"),
+):  # fmt: skip
+    for _w in _words.split():
+        _INTENSITY[_w] = _level
+_NEGATIONS = frozenset("no not without zero free non".split())
+_FILLER = frozenset(
+    "a an the of from as to in on at by it its is was has have this that image photo picture shot saved looks "
+    "look also then quality q sigma level".split()
+)
+_CLAUSES = re.compile(r"[,;\n]|\band\b|\bwith\b|\bthen\b|\bbut\b|\bplus\b")
+_RANK = {lvl: i for i, lvl in enumerate((NONE, *LEVELS))}
+
+
+def _number_level(comp: str, value: float, cfg: DegradationConfig) -> str:
+    if comp == "jpeg":  # a quality: lower is heavier
+        return LEVELS[len(LEVELS) - 1 - bin_index(value, cfg.jpeg.bin_edges)]
+    if comp == "noise":  # a Gaussian sigma on the 0..255 scale
+        return LEVELS[bin_index(value, cfg.noise.gaussian_bin_edges)]
+    return LEVELS[bin_index(value, cfg.blur.bin_edges)]  # a blur sigma in pixels
+
+
+def normalise_prompt(text: str, cfg: DegradationConfig = _DEFAULT) -> Normalised:
+    """Map a prompt in a user's own words onto the vocabulary: {component: level or "none"}.
+
+    A prompt already in the vocabulary is parsed exactly (`parse_prompt`). Otherwise the text is
+    split into clauses (commas, semicolons, "and", "with", "then", "but"); in each, component words
+    ("blurry", "grainy", "blocky", "jpeg", "enlarged", ...) take the clause's intensity ("very" ->
+    heavy, "slightly" -> light, none said -> medium), a negation ("no noise") or a "none" word
+    ("sharp", "clean", "uncompressed") says the component is absent, and a number after "quality"
+    or "sigma" is binned like the degradation's own parameters. When two clauses give one component
+    different levels, the heavier wins. Words it cannot place are returned in `.unknown`.
+    """
+    if not isinstance(text, str):
+        raise PromptError(f"a prompt must be text, got {type(text).__name__}")
+    try:
+        exact = parse_prompt(text, strict=True, cfg=cfg)
+        return Normalised({c: lvl for c, lvl in exact.items() if c != "resize2"})
+    except PromptError:
+        pass
+    levels: dict[str, str] = {}
+    unknown: list[str] = []
+    for clause in _CLAUSES.split(text.lower()):
+        words = re.findall(r"[a-z]+|\d+(?:\.\d+)?", clause.replace("-", " "))
+        if not words:
+            continue
+        found: list[tuple[str, str | None]] = []
+        used = [False] * len(words)
+        joined = " ".join(words)
+        for ph, comp, level in _PHRASES:
+            pos = f" {joined} ".find(f" {ph} ")
+            if pos >= 0:
+                start = joined[:pos].count(" ") if pos else 0
+                n = ph.count(" ") + 1
+                if not any(used[start : start + n]):
+                    found.append((comp, level))
+                    for i in range(start, start + n):
+                        used[i] = True
+        intensity: list[str] = []
+        negated = False
+        number: float | None = None
+        for i, w in enumerate(words):
+            if used[i]:
+                continue
+            if w in _WORDS:
+                found.append(_WORDS[w])
+            elif w in _INTENSITY:
+                intensity.append(_INTENSITY[w])
+            elif w in _NEGATIONS:
+                negated = True
+            elif w[0].isdigit():
+                number = float(w)
+            elif w not in _FILLER:
+                unknown.append(w)
+                continue
+            used[i] = True
+        if not found:
+            # Intensity or negation without a component: the whole clause is not understood.
+            unknown += [w for w, u in zip(words, used) if u and w not in _FILLER and w not in unknown]
+            continue
+        said = max(intensity, key=_RANK.__getitem__) if intensity else "medium"
+        # A level a phrase states ("high quality" jpeg) beats the one its bare word implies ("jpeg").
+        stated = {comp for comp, level in found if level not in (None, NONE)}
+        for comp, level in found:
+            if level is None and comp in stated:
+                continue
+            if level is None:
+                level = NONE if negated else said
+                if number is not None and not negated:
+                    level = _number_level(comp, number, cfg)
+            elif level == NONE and negated:
+                level = "medium"  # "not sharp": some blur
+            old = levels.get(comp)
+            if old is None or (old in _RANK and level in _RANK and _RANK[level] > _RANK[old]):
+                levels[comp] = level
+    ordered = {c: levels[c] for c in FIRST_OPS if c in levels}
+    return Normalised(ordered, tuple(unknown))
