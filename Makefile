@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.promptsr-installed
 OUT    ?= demo_out
 export HF_HUB_OFFLINE = 1
 
-.PHONY: setup demo demo-seeds small-cpu figures test lint format bench clean
+.PHONY: setup demo demo-seeds small-cpu figures test lint format bench dist clean
 
 setup: $(STAMP)
 
@@ -99,6 +99,25 @@ format: setup
 
 bench: setup
 	$(BIN)/python bench/degrade.py
+
+# Wheels and sdists of both packages in $(DIST)/ (setuptools' backend, no network). Each wheel is built
+# from its unpacked sdist, so a file missing from the sdist fails here, not on a user's machine.
+# Needs only a Python with setuptools >= 68: the venv's when there is one (no setup run).
+DIST        ?= dist
+DIST_PYTHON ?= $(if $(wildcard $(BIN)/python),$(abspath $(BIN)/python),$(PYTHON))
+
+dist:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	for p in sr-degrade promptsr-model; do \
+		rm -rf packages/$$p/build; \
+		(cd packages/$$p && $(DIST_PYTHON) -c "from setuptools import build_meta as b; b.build_sdist('$(abspath $(DIST))')"); \
+	done; \
+	for sd in $(abspath $(DIST))/*.tar.gz; do tar -xzf $$sd -C $$tmp; done; \
+	for d in $$tmp/*/; do \
+		(cd $$d && $(DIST_PYTHON) -c "from setuptools import build_meta as b; b.build_wheel('$(abspath $(DIST))')"); \
+	done
+	ls $(DIST)
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache .hypothesis
