@@ -115,3 +115,34 @@ def test_wheels_work_in_a_fresh_venv(dist, tmp_path):
     assert len(list((work / "shards").glob("*.tar"))) >= 1 and (work / "shards" / "index.parquet").is_file()
     info = _run([str(bin_ / "promptsr"), "info", "--preset", "tiny"], work, env).stdout
     assert "parameters:" in info
+
+    # the README's Hugging Face datasets recipe, on those shards, agrees with open_shards
+    _run([*pip, "datasets"], work, env)
+    (work / "recipe.py").write_text(HF_RECIPE + HF_CHECK)
+    out = _run([str(py), "recipe.py"], work, {**env, "HF_DATASETS_OFFLINE": "1"}).stdout
+    assert "6 rows agree with open_shards" in out
+
+
+#: The README's recipe: shards of `sr-degrade build` through Hugging Face datasets' webdataset loader.
+HF_RECIPE = """\
+import glob
+import numpy as np
+from datasets import load_dataset
+
+ds = load_dataset("webdataset", data_files={"train": sorted(glob.glob("shards/*.tar"))}, split="train")
+row = ds[0]  # keys: hr.png, lr.png (PIL images), txt (the prompt), json (the record), emb.npy, __key__
+hr, lr = np.asarray(row["hr.png"]), np.asarray(row["lr.png"])  # uint8 H x W x 3, LR = HR / 4
+emb = np.asarray(row["emb.npy"], dtype=np.float32)  # [L, D]: one row per token of row["txt"]
+params = row["json"]["params"]  # the exact degradation: order, blur, resize1, noise, jpeg, resize2
+"""
+HF_CHECK = """
+from sr_degrade import open_shards
+ref = {s.key: s for s in open_shards("shards", mode="eval")}
+for row in ds:
+    s = ref[row["__key__"]]
+    assert np.array_equal(np.asarray(row["hr.png"]), s.hr) and np.array_equal(np.asarray(row["lr.png"]), s.lr)
+    assert row["txt"] == s.prompt and np.array_equal(np.asarray(row["emb.npy"]), s.emb)
+    assert row["json"]["params"]["order"] == list(s.params.order)
+assert len(ds) == len(ref)
+print(len(ds), "rows agree with open_shards")
+"""
