@@ -91,10 +91,17 @@ def export(
     text_encoder: Annotated[
         Optional[str], typer.Option("--text-encoder", help="Where to load the run's encoder from (name or folder).")
     ] = None,
+    estimator: Annotated[
+        Optional[Path],
+        typer.Option("--estimator", help="Copy this degradation estimator into the model folder (--prompt auto)."),
+    ] = None,
 ) -> None:
     """Write a self-contained model folder: weights, schedule, encoder record, prompt-embedding table."""
     from sr_degrade.errors import SrDegradeError
 
+    if estimator is not None and not (estimator / "estimator.json").is_file():
+        typer.echo(f"error: --estimator {estimator} is not an estimator folder (no estimator.json)", err=True)
+        raise typer.Exit(2)
     for path, what in ((run_dir / "config.yaml", "a training run's output_dir"), (checkpoint, "a checkpoint folder")):
         if path is not None and not path.exists():  # before torch loads: refused at once
             typer.echo(
@@ -106,6 +113,10 @@ def export(
 
     try:
         folder = export_model(run_dir, output, checkpoint=checkpoint, use_ema=not no_ema, text_encoder=text_encoder)
+        if estimator is not None:
+            from .export import copy_estimator
+
+            copy_estimator(estimator, folder)
     except SrDegradeError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -158,7 +169,18 @@ def upscale(
     prompts: Annotated[
         Optional[Path], typer.Option("--prompts", help="CSV of image,prompt rows (per-image prompts).")
     ] = None,
-    free_text: Annotated[bool, typer.Option("--free-text", help="Pass any prompt to the text encoder.")] = False,
+    free_text: Annotated[
+        bool,
+        typer.Option(
+            "--free-text",
+            help="A prompt in your own words: mapped onto the vocabulary where it can be (printed as "
+            "'understood as: ...'), else passed to the text encoder.",
+        ),
+    ] = False,
+    estimator: Annotated[
+        Optional[Path],
+        typer.Option("--estimator", help="Degradation estimator for --prompt auto (default: the model folder's)."),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
     scheduler: Annotated[str, typer.Option(help="ddim, dpm-solver++, euler, unipc or a diffusers class.")] = "ddim",
     seed: Annotated[int, typer.Option(help="Seed of the initial noise.")] = 0,
@@ -196,7 +218,8 @@ def upscale(
     """Upscale images with a prompt: output exactly scale x the input, any size (tiles blended every step).
 
     Per-image prompts come from --prompts CSV or a sidecar IMAGE.txt next to the image; otherwise --prompt;
-    without any, the empty prompt. In-vocabulary prompts use the model's embedding table.
+    without any, the empty prompt. In-vocabulary prompts use the model's embedding table. The prompt
+    "auto" is written per image by the degradation estimator (the model folder's, or --estimator).
     """
     from sr_degrade.errors import SrDegradeError
     from sr_degrade.imageio import IMAGE_EXTENSIONS, read_image, read_image_size, write_image
@@ -224,11 +247,19 @@ def upscale(
         fail(f"--overlap {overlap} must be >= 0 and smaller than --tile ({tile})")
     if batch < 1:
         fail(f"--batch {batch} must be at least 1")
-    if prompt and not free_text:
+    if prompt and not free_text and prompt.strip().lower() != AUTO:
         try:
             _check_prompt(prompt, model)
         except (SrDegradeError, OSError, ValueError) as e:
             fail(str(e))
+    sidecars = [f.with_suffix(".txt").read_text().strip().lower() for f in files if f.with_suffix(".txt").exists()]
+    wants_auto = (prompt or "").strip().lower() == AUTO or AUTO in sidecars
+    if prompts and prompts.is_file():
+        wants_auto = wants_auto or any(line.rstrip().lower().endswith(f",{AUTO}") for line in prompts.open())
+    if wants_auto or estimator is not None:
+        est_dir = _estimator_dir(estimator, model)
+        if est_dir is None:
+            fail(_NO_ESTIMATOR.format(model=model))
     from .diffusion import check_strength, steps_run  # torch loads here
 
     try:
@@ -249,8 +280,16 @@ def upscale(
             device_share=device_share,
         )  # fmt: skip
         up.check_settings(tile=tile, overlap=overlap, scheduler=scheduler, color=color_fix, clip=clip)
+        est = None
+        if wants_auto or estimator is not None:
+            from .estimator import check_compatible, load_estimator
+
+            est = load_estimator(est_dir)
+            check_compatible(est, up.scale, up.model.degradation)
     except (SrDegradeError, OSError, ValueError) as e:
         fail(str(e))
+    omission = any(p > 0 for p in up.model.degradation.p_omit.values())
+    resolved: dict[str, str] = {}
     if prompt is None and not table and not any(f.with_suffix(".txt").exists() for f in files):
         typer.echo("note: no prompt given: using the empty prompt (the model's 'without prompt' setting)", err=True)
     failures: list[str] = []
@@ -265,6 +304,15 @@ def upscale(
             width, height = read_image_size(f, max_pixels=None)  # the header alone: refused before decoding
             up.check_fits(height, width)
             lr = read_image(f, max_pixels=None)
+            if (text or "").strip().lower() == AUTO:
+                text, notes, _ = est.prompt(lr, omission=omission)
+                typer.echo(f"{f.name}: estimated prompt: {text}")
+                for note in notes:
+                    typer.echo(f"note: {note}", err=True)
+            elif free_text and text:
+                if text not in resolved:
+                    resolved[text] = _understood(text, up.model.degradation, omission)
+                text = resolved[text]
             if bar is None:
                 bar = Progress(len(files) * steps_run(steps, strength), "upscale", unit="step")
             sr = up.upscale(
@@ -285,6 +333,41 @@ def upscale(
     if failures:
         typer.echo(f"{len(failures)} of {len(files)} failed (listed above)", err=True)
         raise typer.Exit(1)
+
+
+#: The prompt that asks the degradation estimator to write the prompt.
+AUTO = "auto"
+_NO_ESTIMATOR = (
+    "--prompt auto needs a degradation estimator: {model} has none (no estimator/ folder); pass --estimator DIR, "
+    "train one with `promptsr estimator train --data SHARDS --val SHARDS --out DIR`, or copy it into the model "
+    "folder with `promptsr export --estimator DIR`"
+)
+
+
+def _estimator_dir(estimator: Optional[Path], model: Optional[Path]) -> Optional[Path]:
+    """--estimator, else the model folder's estimator/; None when neither holds one (no torch needed)."""
+    for folder in (estimator, model / "estimator" if model else None):
+        if folder is not None:
+            return folder if (folder / "estimator.json").is_file() else None
+    return None
+
+
+def _understood(text: str, cfg, omission: bool) -> str:
+    """A free-text prompt mapped onto the vocabulary, printed as 'understood as: ...'; text with no
+    understood word at all goes to the text encoder as written."""
+    from sr_degrade.text import canonical_prompt, normalise_prompt
+
+    levels = normalise_prompt(text, cfg)
+    if levels.unknown:
+        typer.echo(f"note: not understood: {', '.join(levels.unknown)}", err=True)
+    if not levels:
+        typer.echo(f"understood as: nothing in the vocabulary; {text!r} goes to the text encoder as written")
+        return text
+    canonical, notes = canonical_prompt(levels, cfg, omission=omission)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"understood as: {canonical}")
+    return canonical
 
 
 def _check_prompt(prompt: str, model: Path) -> None:
@@ -603,6 +686,136 @@ def _ablate_loss(
     if out is not None:
         write_loss_ablation(record, out)
         typer.echo(f"wrote ablation_loss.md, ablation_loss.json in {out}")
+
+
+@app.command("suggest")
+def suggest(
+    images: Annotated[list[Path], typer.Argument(help="LR images to describe.")],
+    estimator: Annotated[Optional[Path], typer.Option("--estimator", help="A degradation estimator folder.")] = None,
+    model: Annotated[
+        Optional[Path], typer.Option("--model", "-m", help="A model folder holding an estimator/ (if no --estimator).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: prompt, levels and each class's probability.")] = False,
+) -> None:
+    """Print the degradation prompt the estimator reads in each image (the original, canonical format)."""
+    import json
+
+    from sr_degrade.errors import SrDegradeError
+    from sr_degrade.imageio import read_image
+
+    def fail(message: str) -> NoReturn:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    missing = [str(i) for i in images if not i.is_file()]
+    if missing:
+        fail(f"no such file: {', '.join(missing)}")
+    if estimator is None and model is None:
+        fail("suggest needs --estimator DIR (or --model DIR holding an estimator/)")
+    folder = _estimator_dir(estimator, model)
+    if folder is None:
+        fail(f"{estimator or model} holds no degradation estimator: pass --estimator DIR (train one with "
+             "`promptsr estimator train --data SHARDS --val SHARDS --out DIR`)")  # fmt: skip
+    from .estimator import load_estimator
+
+    try:
+        est = load_estimator(folder)
+    except SrDegradeError as e:
+        fail(str(e))
+    records, failures = [], 0
+    for f in images:
+        try:
+            text, _notes, probs = est.prompt(read_image(f))
+        except (SrDegradeError, OSError) as e:
+            typer.echo(f"error: {f}: {e}", err=True)
+            failures += 1
+            continue
+        levels = {c: max(p, key=p.get) for c, p in probs.items()}
+        records.append({"image": str(f), "prompt": text, "levels": levels, "probabilities": probs})
+        if not as_json:
+            typer.echo(f"{f}: {text}")
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    if failures:
+        raise typer.Exit(2 if failures == len(images) else 1)
+
+
+estimator_app = typer.Typer(
+    help="Train and evaluate the degradation estimator (the prompt for photos nobody degraded).",
+    no_args_is_help=True,
+)
+app.add_typer(estimator_app, name="estimator")
+
+
+@estimator_app.command("train")
+def estimator_train(
+    data: Annotated[list[str], typer.Option("--data", help="Training shards (folder, pattern or file).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Estimator folder to write.")],
+    val: Annotated[
+        Optional[str], typer.Option("--val", help="Held-out shards: accuracy and majority baseline.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 3000,
+    batch: Annotated[int, typer.Option(help="Crops per step.")] = 32,
+    crop: Annotated[int, typer.Option(help="LR crop side in pixels.")] = 32,
+    width: Annotated[int, typer.Option(help="Channels of the first stage.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and of the crops.")] = 0,
+) -> None:
+    """Train the estimator on shards' LR images, labelled by each sample's json bins (see the omission
+    config: sr-degrade build --config configs/degrade_omit.yaml)."""
+    import json
+
+    from sr_degrade.errors import SrDegradeError
+    from sr_degrade.shards import shard_files
+
+    if min(steps, batch, width) < 1 or crop < 8:
+        typer.echo("error: --steps, --batch and --width must be at least 1, --crop at least 8", err=True)
+        raise typer.Exit(2)
+    try:
+        for d in [*data, *([val] if val else [])]:
+            shard_files(d)  # before torch loads: no shards, one line
+    except SrDegradeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    from .estimator import EstimatorConfig, train_estimator
+
+    cfg = EstimatorConfig(crop=crop, width=width, steps=steps, batch=batch, lr=lr, seed=seed)
+    try:
+        record = train_estimator(data, val, out, cfg, log=lambda m: typer.echo(m, err=True))
+    except SrDegradeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(record, indent=2))
+    typer.echo(f"wrote {out}")
+
+
+@estimator_app.command("eval")
+def estimator_eval(
+    data: Annotated[list[str], typer.Option("--data", help="Held-out shards (photos the estimator never saw).")],
+    estimator: Annotated[Path, typer.Option("--estimator", help="The estimator folder.")],
+    limit: _Limit = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON here.")] = None,
+) -> None:
+    """Per-component accuracy, confusion matrices and the majority-class baseline of the same set."""
+    import json
+
+    from sr_degrade.errors import SrDegradeError
+    from sr_degrade.shards import shard_files
+
+    try:
+        for d in data:
+            shard_files(d)
+        if not (estimator / "estimator.json").is_file():
+            raise SrDegradeError(f"{estimator} is not an estimator folder (no estimator.json)")
+        from .estimator import eval_markdown, evaluate_estimator, load_estimator
+
+        result = evaluate_estimator(load_estimator(estimator), data, limit)
+    except SrDegradeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(eval_markdown(result))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
 
 
 @app.callback()

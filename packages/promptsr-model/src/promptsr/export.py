@@ -283,3 +283,23 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Prompt
         meta=meta,
         table=table,
     )
+
+
+def copy_estimator(estimator: str | Path, model_dir: str | Path) -> Path:
+    """Copy a degradation estimator into a model folder (as estimator/) for `--prompt auto`; one
+    trained for another scale or vocabulary than the model is refused with both named."""
+    import shutil
+
+    from .estimator import check_compatible, load_estimator
+
+    model_dir = Path(model_dir)
+    est = load_estimator(estimator)
+    degradation = DegradationConfig.from_dict(json.loads((model_dir / "degradation.json").read_text()))
+    check_compatible(est, degradation.scale, degradation)
+    target = model_dir / "estimator"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir()
+    for name in ("estimator.json", "estimator.safetensors"):
+        shutil.copy2(Path(estimator) / name, target / name)
+    return target
