@@ -101,7 +101,7 @@ def load_lr_samples(data: str | Path | list, limit: int | None = None) -> tuple[
     from sr_degrade.shards import open_shards
 
     images, labels, scales = [], [], set()
-    for s in open_shards(data, mode="eval"):
+    for s in open_shards(_urls(data), mode="eval"):
         images.append(s.lr)
         lab = labels_of(s.meta["bins"])
         labels.append([lab[c] for c in CLASSES])
@@ -113,6 +113,13 @@ def load_lr_samples(data: str | Path | list, limit: int | None = None) -> tuple[
     if len(scales) != 1:
         raise SrDegradeError(f"shards in {data} mix scales {sorted(scales)}")
     return images, np.asarray(labels, np.int64), scales.pop()
+
+
+def _urls(data: str | Path | list) -> list[str]:
+    """Shard files of one folder/pattern or of several."""
+    from sr_degrade.shards import shard_files
+
+    return [u for d in (data if isinstance(data, list) else [data]) for u in shard_files(d)]
 
 
 def _random_crops(images: list[np.ndarray], idx: np.ndarray, crop: int, rng: np.random.Generator) -> torch.Tensor:
@@ -325,9 +332,7 @@ def train_estimator(
 
 def _degradation_of(data: str | Path | list) -> dict[str, Any]:
     """The degradation config of the shards (their build.json), for the vocabulary check."""
-    from sr_degrade.shards import shard_files
-
-    first = Path(shard_files(data)[0])
+    first = Path(_urls(data)[0])
     info = first.parent / "build.json"
     if info.is_file():
         return json.loads(info.read_text()).get("config", {})

@@ -1,0 +1,155 @@
+"""The degradation estimator (issue 11): it learns from real shards of the bundled photos built with
+the shipped omission config, writes canonical prompts for `suggest` and `upscale --prompt auto`, and
+refuses what it cannot serve with one error line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli_contract import loads_torch, one_error, promptsr
+from test_eval import model_dir  # noqa: F401 (module fixture: a tiny model folder)
+
+from sr_degrade.build import BuildOptions, build
+from sr_degrade.config import DegradationConfig
+from sr_degrade.imageio import write_image
+from sr_degrade.samples import load_sample
+
+SR_DEGRADE = str(Path(promptsr.__globals__["EXE"]).parent / "sr-degrade")
+TRAIN_PHOTOS = ("astronaut", "hubble_deep_field", "retina", "rocket")
+HELD_OUT = ("coffee", "chelsea")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> dict[str, Path]:
+    """Training shards of 4 photos and held-out shards of 2 others, with the omission config."""
+    from promptsr.estimator import omit_config_path
+
+    root = tmp_path_factory.mktemp("est_shards")
+    cfg = DegradationConfig.load(omit_config_path())
+    out = {}
+    for split, names, n in (("train", TRAIN_PHOTOS, 60), ("val", HELD_OUT, 60)):
+        src = root / f"photos_{split}"
+        src.mkdir()
+        for name in names:
+            write_image(src / f"{name}.png", load_sample(name))
+        out[split] = root / split
+        opts = BuildOptions(
+            src=str(src), out=out[split], crop_size=128, crops_per_image=n, embed=False, workers=1, config=cfg,
+            seed=0 if split == "train" else 1,
+        )  # fmt: skip
+        build(opts, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(shards, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("est") / "estimator"
+    r = promptsr("estimator", "train", "--data", str(shards["train"]), "--val", str(shards["val"]), "--out", str(out),
+                 "--steps", "400", "--width", "16", "--batch", "32")  # fmt: skip
+    return out, r
+
+
+def test_the_omission_config_ships_in_the_package_and_gives_none_labels(shards):
+    from promptsr.estimator import CLASSES, load_lr_samples, omit_config_path
+
+    shipped = omit_config_path()
+    assert shipped.read_text() == (Path(__file__).parents[1] / "configs" / "degrade_omit.yaml").read_text()
+    cfg = DegradationConfig.load(shipped)
+    assert cfg.p_omit == {"blur": 0.25, "resize1": 0.0, "noise": 0.25, "jpeg": 0.25}
+    _, labels, _ = load_lr_samples(str(shards["train"]))  # labels from each sample's json bins
+    for i, comp in enumerate(CLASSES):
+        if comp != "resize1":
+            assert 0.1 < (labels[:, i] == 0).mean() < 0.4, comp  # class 0 is "none"
+
+
+def test_the_estimator_learns_above_the_majority_baseline(trained):
+    out, r = trained
+    assert r.returncode == 0, r.stderr
+    record = json.loads((out / "estimator.json").read_text())
+    acc, base = record["trained"]["val_accuracy"], record["trained"]["val_majority"]
+    print({c: (round(acc[c], 3), round(base[c], 3)) for c in acc})
+    # Noise is the component a few hundred steps learn on photos never seen (the pilot: see README).
+    assert acc["noise"] >= base["noise"] + 0.05, (acc, base)
+    assert record["scale"] == 4 and record["classes"]["blur"] == ["none", "light", "medium", "heavy"]
+
+
+def test_estimator_eval_prints_accuracy_confusion_and_baseline(trained, shards):
+    out, _ = trained
+    r = promptsr("estimator", "eval", "--estimator", str(out), "--data", str(shards["val"]))
+    assert r.returncode == 0, r.stderr
+    assert "120 held-out samples" in r.stdout and "majority baseline" in r.stdout
+    assert "| noise |" in r.stdout and "noise: rows true, columns predicted" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| none |")]
+    assert len(rows) == 3  # blur, noise, jpeg matrices
+
+
+def test_suggest_reads_heavy_noise_without_blur(trained, tmp_path):
+    out, _ = trained
+    photo = tmp_path / "coffee.png"
+    write_image(photo, load_sample("coffee"))
+    cfg = tmp_path / "noisy.yaml"
+    cfg.write_text(
+        "p_omit: {blur: 1.0, jpeg: 1.0}\nresize1: {p_keep: 1.0}\n"
+        "noise: {kinds: {gaussian: 1.0}, p_gray: 0.0, gaussian_sigma: [29.0, 30.0]}\n"
+    )
+    lr = tmp_path / "lr.png"
+    r = subprocess.run([SR_DEGRADE, "degrade", str(photo), "-o", str(lr), "--config", str(cfg), "--seed", "3"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = promptsr("suggest", str(lr), "--estimator", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    (rec,) = json.loads(r.stdout)
+    noise, blur = rec["probabilities"]["noise"], rec["probabilities"]["blur"]
+    assert rec["levels"]["noise"] == "heavy", rec
+    assert blur["none"] + blur["light"] > blur["heavy"], rec
+    assert rec["prompt"].endswith("heavy noise, downsample") or "heavy noise" in rec["prompt"]
+    assert abs(sum(noise.values()) - 1) < 1e-5
+    plain = promptsr("suggest", str(lr), "--estimator", str(out))
+    assert plain.stdout.strip() == f"{lr}: {rec['prompt']}"
+
+
+def test_small_images_are_judged_or_refused_with_their_size(trained, tmp_path):
+    out, _ = trained
+    small, tiny = tmp_path / "small.png", tmp_path / "tiny.png"
+    write_image(small, load_sample("coffee")[:20, :24])  # smaller than the 32-pixel crop: judged whole
+    write_image(tiny, np.zeros((4, 5, 3), np.uint8))
+    assert promptsr("suggest", str(small), "--estimator", str(out)).returncode == 0
+    r = promptsr("suggest", str(tiny), "--estimator", str(out))
+    assert r.returncode == 2 and "5x4" in r.stderr
+
+
+def test_upscale_prompt_auto_end_to_end_and_refusals(trained, model_dir, tmp_path):  # noqa: F811
+    from promptsr.export import copy_estimator
+
+    out, _ = trained
+    lr = tmp_path / "lr.png"
+    write_image(lr, load_sample("coffee")[100:124, 200:232])
+    base = ["upscale", str(lr), "-o", str(tmp_path / "sr.png"), "--steps", "1"]
+    # A model folder without an estimator: one error line naming --estimator, before torch loads.
+    line = one_error(promptsr(*base, "--model", str(model_dir), "-p", "auto"))
+    assert "--estimator" in line and "promptsr estimator train" in line
+    assert loads_torch(*base, "--model", str(model_dir), "-p", "auto") == (2, False)
+    # The estimator copied into (a copy of) the model folder serves --prompt auto.
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    copy_estimator(out, model)
+    r = promptsr(*base, "--model", str(model), "-p", "auto")
+    assert r.returncode == 0, r.stderr
+    assert "estimated prompt:" in r.stdout and (tmp_path / "sr.png").exists()
+    # An estimator of another scale is refused with both scales named.
+    other = tmp_path / "x2"
+    shutil.copytree(out, other)
+    record = json.loads((other / "estimator.json").read_text())
+    (other / "estimator.json").write_text(json.dumps({**record, "scale": 2}))
+    line = one_error(promptsr(*base, "--model", str(model_dir), "-p", "auto", "--estimator", str(other)))
+    assert "x2" in line and "x4" in line
+    # Free text: mapped onto the vocabulary and shown; words it cannot place are reported.
+    r = promptsr(*base, "--model", str(model_dir), "--free-text", "-p", "very blurry, grainy, purple tint")
+    assert r.returncode == 0, r.stderr
+    assert "understood as: heavy blur, medium noise, downsample" in r.stdout
+    assert "not understood: purple, tint" in r.stderr
