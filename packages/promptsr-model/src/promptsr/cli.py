@@ -19,6 +19,12 @@ app = typer.Typer(
 )
 
 
+def fail(message: str) -> NoReturn:
+    """The error contract: one `error:` line on stderr and exit status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 @app.command("version")
 def version() -> None:
     """Print the versions of promptsr and the sr-degrade it uses."""
@@ -224,10 +230,6 @@ def upscale(
     from sr_degrade.errors import SrDegradeError
     from sr_degrade.imageio import IMAGE_EXTENSIONS, read_image, read_image_size, write_image
     from sr_degrade.progress import Progress
-
-    def fail(message: str) -> NoReturn:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
 
     # Everything checkable without the model first: a bad argument is refused before torch loads.
     missing = [str(i) for i in inputs if not i.exists()]
@@ -658,10 +660,6 @@ def _ablate_loss(
     from .export import load_model
     from .prompt_signal import ablate_loss, loss_markdown, write_loss_ablation
 
-    def fail(message: str) -> NoReturn:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
-
     if len(model) != 1:
         fail(f"ablation 'loss' takes one --model (got {len(model)})")
     if not data:
@@ -702,10 +700,6 @@ def suggest(
 
     from sr_degrade.errors import SrDegradeError
     from sr_degrade.imageio import read_image
-
-    def fail(message: str) -> NoReturn:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
 
     missing = [str(i) for i in images if not i.is_file()]
     if missing:
