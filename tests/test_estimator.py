@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_cli_contract import loads_torch, one_error, promptsr
-from test_eval import model_dir  # noqa: F401 (module fixture: a tiny model folder)
+from test_eval import model_dir, read_csv, val_shards  # noqa: F401 (module fixtures: a tiny model folder, 3 eval images)
 
 from sr_degrade.build import BuildOptions, build
 from sr_degrade.config import DegradationConfig
@@ -153,3 +153,23 @@ def test_upscale_prompt_auto_end_to_end_and_refusals(trained, model_dir, tmp_pat
     assert r.returncode == 0, r.stderr
     assert "understood as: heavy blur, medium noise, downsample" in r.stdout
     assert "not understood: purple, tint" in r.stderr
+
+
+def test_eval_with_estimated_prompts_uses_the_estimators_prompt_per_image(trained, model_dir, val_shards, tmp_path):  # noqa: F811
+    from promptsr.estimator import load_estimator
+    from promptsr.evaluate import shard_items
+
+    out, _ = trained
+    args = ["eval", "--model", str(model_dir), "--data", str(val_shards), "--metrics", "psnr", "--steps", "1",
+            "--tile", "64", "--overlap", "16", "--no-grids", "--no-save-images",
+            "--prompt-format", "estimated"]  # fmt: skip
+    # Without an estimator: one error line naming --estimator, before the first image.
+    line = one_error(promptsr(*args, "-o", str(tmp_path / "none")))
+    assert "--estimator" in line and not (tmp_path / "none").exists()
+    r = promptsr(*args, "--estimator", str(out), "-o", str(tmp_path / "est"))
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in read_csv(tmp_path / "est" / "per_image.csv") if row["method"] == "promptsr"]
+    est = load_estimator(out)
+    expected = {item.key: est.prompt(item.lr, omission=False)[0] for item in shard_items(val_shards)}
+    assert len(rows) == 3 and {row["image"]: row["prompt"] for row in rows} == expected
+    assert any(item.prompt != expected[item.key] for item in shard_items(val_shards))  # not the stored prompts

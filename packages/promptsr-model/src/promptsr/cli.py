@@ -505,8 +505,16 @@ def eval_cmd(
     metrics: _Metrics = "psnr,ssim,lpips,dists,stlpips,cnniqa,nima",
     metric_weights: _Weights = [],  # noqa: B006
     prompt_format: Annotated[
-        str, typer.Option(help="original (as stored), shuffled, simplified or empty (no prompt).")
+        str,
+        typer.Option(
+            help="original (as stored), shuffled, simplified, empty (no prompt) or estimated (the degradation "
+            "estimator's, from each LR)."
+        ),
     ] = "original",
+    estimator: Annotated[
+        Optional[Path],
+        typer.Option("--estimator", help="Estimator for --prompt-format estimated (default: the model folder's)."),
+    ] = None,
     limit: _Limit = None,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
     scheduler: Annotated[str, typer.Option(help="ddim, dpm-solver++, euler, unipc or a diffusers class.")] = "ddim",
@@ -541,6 +549,7 @@ def eval_cmd(
     opts = _options(
         steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch, color=color_fix,
         prompt_format=prompt_format, free_text=free_text, grids=grids, save_images=save_images,
+        estimator=str(estimator) if estimator else None,
         clip=_clip_choice(clip, no_clip), strength=strength,
     )  # fmt: skip
     try:

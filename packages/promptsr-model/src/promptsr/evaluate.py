@@ -209,12 +209,14 @@ class EvalOptions:
     overlap: int = 64
     batch: int = 4
     color: str = "none"
-    prompt_format: str = "original"  #: original (as stored) / shuffled / simplified / empty
+    #: original (as stored) / shuffled / simplified / empty, or estimated (the degradation estimator's)
+    prompt_format: str = "original"
     free_text: bool = False
     grids: bool = True
     save_images: bool = True
     clip: str | None = None  #: how sampling clips x0 (promptsr.diffusion.CLIP_MODES); None: the model's
     strength: float = 1.0  #: 1: sampling starts from pure noise; below 1: from the noised bicubic
+    estimator: str | None = None  #: estimator folder for prompt_format "estimated"; None: the model folder's
 
 
 @dataclass
@@ -342,12 +344,15 @@ def dataset_loader(
     return (lambda: {lab: shard_items(d, limit) for lab, d in zip(labels, folders)}), True, total
 
 
-def _prompt_for(item: EvalItem, fmt: str, seed: int, index: int, cfg: Any) -> str:
-    """The item's prompt in format `fmt`, re-rendered from its params; deterministic per (seed, image)."""
+def _prompt_for(item: EvalItem, fmt: str, seed: int, index: int, cfg: Any, estimate: Callable | None = None) -> str:
+    """The item's prompt in format `fmt`, re-rendered from its params (deterministic per (seed, image)),
+    or written from its LR by the degradation estimator (`estimate`, for "estimated")."""
     if fmt == "original":
         return item.prompt
     if fmt == "empty":
         return ""
+    if fmt == ESTIMATED:
+        return estimate(item.lr)
     if item.params is None:
         raise SrDegradeError(f"prompt format {fmt!r} needs the degradation parameters (evaluation shards)")
     from sr_degrade.text import describe
@@ -357,6 +362,29 @@ def _prompt_for(item: EvalItem, fmt: str, seed: int, index: int, cfg: Any) -> st
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
+
+
+#: The prompt format whose prompts the degradation estimator writes from each LR image.
+ESTIMATED = "estimated"
+
+
+def prompt_estimator(upscaler: Any, opts: EvalOptions) -> Callable[[np.ndarray], str] | None:
+    """For prompt_format "estimated": LR -> the estimator's canonical prompt (the estimator of
+    `opts.estimator`, else the model folder's estimator/), checked against the model; else None."""
+    if opts.prompt_format != ESTIMATED:
+        return None
+    from .estimator import check_compatible, is_estimator, load_estimator
+
+    folder = Path(opts.estimator) if opts.estimator else Path(getattr(upscaler.model, "folder", ".")) / "estimator"
+    if not is_estimator(folder):
+        raise SrDegradeError(
+            f"--prompt-format estimated needs a degradation estimator: {folder} is none; pass --estimator DIR or "
+            "copy one into the model folder with `promptsr export --estimator DIR`"
+        )
+    est = load_estimator(folder)
+    check_compatible(est, upscaler.scale, upscaler.model.degradation)
+    omission = any(p > 0 for p in upscaler.model.degradation.p_omit.values())
+    return lambda lr: est.prompt(lr, omission=omission)[0]
 
 
 def check_options(upscaler: Any, opts: EvalOptions) -> None:
@@ -373,8 +401,9 @@ def check_options(upscaler: Any, opts: EvalOptions) -> None:
         raise SrDegradeError(f"--overlap {opts.overlap} must be smaller than the tile ({opts.tile}) and >= 0")
     if opts.color not in COLOR_FIXES:
         raise SrDegradeError(f"unknown --color-fix {opts.color!r}: choose one of {', '.join(COLOR_FIXES)}")
-    if opts.prompt_format not in PROMPT_FORMATS:
-        raise SrDegradeError(f"unknown --prompt-format {opts.prompt_format!r}: choose one of {list(PROMPT_FORMATS)}")
+    if opts.prompt_format not in (*PROMPT_FORMATS, ESTIMATED):
+        known = [*PROMPT_FORMATS, ESTIMATED]
+        raise SrDegradeError(f"unknown --prompt-format {opts.prompt_format!r}: choose one of {known}")
     if opts.steps < 1:
         raise SrDegradeError(f"--steps {opts.steps} must be at least 1")
     sampling_scheduler(opts.scheduler, upscaler.model.diffusion)  # raises for an unknown sampler
@@ -402,6 +431,7 @@ def evaluate(
 
     opts = options or EvalOptions()
     check_options(upscaler, opts)
+    estimate = prompt_estimator(upscaler, opts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = EvalResult(metrics=list(metrics.names), notes=list(metrics.notes))
@@ -415,7 +445,7 @@ def evaluate(
             try:
                 if item.error:
                     raise SrDegradeError(item.error)
-                prompt = _prompt_for(item, opts.prompt_format, opts.seed, index, upscaler.model.degradation)
+                prompt = _prompt_for(item, opts.prompt_format, opts.seed, index, upscaler.model.degradation, estimate)
                 bicubic = bicubic_uint8(item.lr, scale)
                 sr = upscaler.upscale(
                     item.lr, prompt, steps=opts.steps, scheduler=opts.scheduler, seed=opts.seed, tile=opts.tile,
