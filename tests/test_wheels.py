@@ -72,6 +72,7 @@ def test_dist_holds_both_packages_with_every_data_file_and_complete_metadata(dis
         assert "Programming Language :: Python :: 3.11" in meta.get_all("Classifier")
         assert meta.get_payload().startswith(f"# {'sr-degrade' if package == 'sr_degrade' else 'promptsr'}")
         assert not any("__editable__" in m or m.endswith(".pyc") for m in members)
+        assert f"{name}-0.1.0.dist-info/licenses/LICENSE" in members  # the licence text travels with the wheel
 
 
 def test_wheels_work_in_a_fresh_venv(dist, tmp_path):
