@@ -290,7 +290,9 @@ def upscale(
             check_compatible(est, up.scale, up.model.degradation)
     except (SrDegradeError, OSError, ValueError) as e:
         fail(str(e))
-    omission = any(p > 0 for p in up.model.degradation.p_omit.values())
+    from .estimator import omits_ops
+
+    omission = omits_ops(up.model.degradation)
     resolved: dict[str, str] = {}
     if prompt is None and not table and not any(f.with_suffix(".txt").exists() for f in files):
         typer.echo("note: no prompt given: using the empty prompt (the model's 'without prompt' setting)", err=True)

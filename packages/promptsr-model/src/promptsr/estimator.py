@@ -151,6 +151,12 @@ def _crop_grid(img: np.ndarray, crop: int) -> torch.Tensor:
     return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
 
 
+def omits_ops(cfg: DegradationConfig) -> bool:
+    """Whether a model trained on degradations of `cfg` saw omitted ops, so that its prompts may say
+    "none" (else an estimated "none" becomes the lightest level: `canonical_prompt`)."""
+    return any(p > 0 for p in cfg.p_omit.values())
+
+
 class LoadedEstimator:
     """A trained estimator: `probabilities(lr)` and `prompt(lr)` for whole LR images."""
 

@@ -373,7 +373,7 @@ def prompt_estimator(upscaler: Any, opts: EvalOptions) -> Callable[[np.ndarray],
     `opts.estimator`, else the model folder's estimator/), checked against the model; else None."""
     if opts.prompt_format != ESTIMATED:
         return None
-    from .estimator import check_compatible, is_estimator, load_estimator
+    from .estimator import check_compatible, is_estimator, load_estimator, omits_ops
 
     folder = Path(opts.estimator) if opts.estimator else Path(getattr(upscaler.model, "folder", ".")) / "estimator"
     if not is_estimator(folder):
@@ -383,7 +383,7 @@ def prompt_estimator(upscaler: Any, opts: EvalOptions) -> Callable[[np.ndarray],
         )
     est = load_estimator(folder)
     check_compatible(est, upscaler.scale, upscaler.model.degradation)
-    omission = any(p > 0 for p in upscaler.model.degradation.p_omit.values())
+    omission = omits_ops(upscaler.model.degradation)
     return lambda lr: est.prompt(lr, omission=omission)[0]
 
 
