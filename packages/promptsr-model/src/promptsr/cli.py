@@ -823,6 +823,55 @@ def estimator_eval(
         json_out.write_text(json.dumps(result, indent=2))
 
 
+@app.command("app")
+def app_cmd(
+    model: Annotated[Path, typer.Option("--model", "-m", help="A model folder written by promptsr export.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface of this machine).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    share: Annotated[
+        bool, typer.Option("--share", help="Also make a public gradio.live link (calls out to gradio's servers).")
+    ] = False,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="Folder of each run's LR, output and jobs.jsonl (default: a new temp folder)."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    steps: Annotated[int, typer.Option(help="The page's initial sampling steps.")] = 50,
+    strength: _Strength = 1.0,
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", help="Largest LR the page accepts, in pixels (x16 at the output for x4).")
+    ] = 1_000_000,
+) -> None:
+    """Serve a page to try the model in a browser: upload or degrade an LR, build the prompt, watch the
+    steps, compare with bicubic, download the PNG and copy the command that reproduces it. Needs the
+    \\[app] extra: pip install "promptsr-model\\[app]". Nothing on the page is fetched from outside."""
+    import importlib.util
+
+    if not (model / "promptsr.json").is_file():  # before torch and gradio load: refused at once
+        fail(f"{model} is not a PromptSR model folder (no promptsr.json); make one with promptsr export")
+    if not 0 <= port <= 65535:
+        fail(f"--port {port} must be in 0..65535")
+    if steps < 1 or max_pixels < 1:
+        fail("--steps and --max-pixels must be at least 1")
+    if importlib.util.find_spec("gradio") is None:
+        fail("the app needs gradio: pip install 'promptsr-model[app]'")
+    from sr_degrade.errors import SrDegradeError
+
+    from .app import Settings, serve
+
+    try:
+        serve(
+            model, host=host, port=port, share=share, device=device, out=out, max_pixels=max_pixels,
+            defaults=Settings(steps=steps, strength=strength), log=lambda m: typer.echo(m, err=True),
+        )  # fmt: skip
+    except (SrDegradeError, OSError, ValueError) as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 @app.callback()
 def main(
     show: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
