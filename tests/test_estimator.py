@@ -48,8 +48,10 @@ def shards(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def trained(shards, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The recommended path: the 4 training photos degraded afresh for every crop (--photos)."""
     out = tmp_path_factory.mktemp("est") / "estimator"
-    r = promptsr("estimator", "train", "--data", str(shards["train"]), "--val", str(shards["val"]), "--out", str(out),
+    photos = shards["train"].parent / "photos_train"
+    r = promptsr("estimator", "train", "--photos", str(photos), "--val", str(shards["val"]), "--out", str(out),
                  "--steps", "400", "--width", "16", "--batch", "32")  # fmt: skip
     return out, r
 
@@ -71,11 +73,35 @@ def test_the_estimator_learns_above_the_majority_baseline(trained):
     out, r = trained
     assert r.returncode == 0, r.stderr
     record = json.loads((out / "estimator.json").read_text())
+    assert record["trained"]["source"] == "4 photos degraded on the fly"
+    assert record["trained"]["train_samples"] == 400 * 32
+    assert record["degradation"]["p_omit"]["noise"] == 0.25  # the shipped omission config by default
     acc, base = record["trained"]["val_accuracy"], record["trained"]["val_majority"]
     print({c: (round(acc[c], 3), round(base[c], 3)) for c in acc})
     # Noise is the component a few hundred steps learn on photos never seen (the pilot: see README).
     assert acc["noise"] >= base["noise"] + 0.05, (acc, base)
     assert record["scale"] == 4 and record["classes"]["blur"] == ["none", "light", "medium", "heavy"]
+
+
+def test_training_from_shards_and_the_choice_of_source(shards, tmp_path):
+    out = tmp_path / "from_shards"
+    r = promptsr("estimator", "train", "--data", str(shards["train"]), "--out", str(out), "--steps", "3",
+                 "--width", "8", "--batch", "8")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    record = json.loads((out / "estimator.json").read_text())
+    assert record["trained"]["source"] == "shards" and record["trained"]["train_samples"] == 240
+    assert record["degradation"]["p_omit"]["noise"] == 0.25  # the shards' own config, from their build.json
+    photos = str(shards["train"].parent / "photos_train")
+    both = ["estimator", "train", "--out", str(tmp_path / "x"), "--photos", photos, "--data", str(shards["train"])]
+    assert "one of the two" in one_error(promptsr(*both))
+    assert "one of the two" in one_error(promptsr("estimator", "train", "--out", str(tmp_path / "x")))
+    line = one_error(promptsr("estimator", "train", "--out", str(tmp_path / "x"), "--data", str(shards["train"]),
+                              "--config", "configs/degrade_omit.yaml"))  # fmt: skip
+    assert "--config applies to --photos" in line
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = one_error(promptsr("estimator", "train", "--out", str(tmp_path / "x"), "--photos", str(empty)))
+    assert str(empty) in line and not (tmp_path / "x").exists()
 
 
 def test_estimator_eval_prints_accuracy_confusion_and_baseline(trained, shards):

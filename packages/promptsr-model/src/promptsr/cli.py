@@ -754,8 +754,21 @@ app.add_typer(estimator_app, name="estimator")
 
 @estimator_app.command("train")
 def estimator_train(
-    data: Annotated[list[str], typer.Option("--data", help="Training shards (folder, pattern or file).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Estimator folder to write.")],
+    photos: Annotated[
+        Optional[str],
+        typer.Option(
+            "--photos",
+            help="HR photos degraded afresh for every crop (a folder, a list file, 'sample'): the recommended way.",
+        ),
+    ] = None,
+    data: Annotated[
+        Optional[list[str]], typer.Option("--data", help="Or training shards (folder, pattern or file).")
+    ] = None,
+    config: Annotated[
+        Optional[Path],
+        typer.Option("--config", "-c", help="Degradation config for --photos (default: the shipped omission config)."),
+    ] = None,
     val: Annotated[
         Optional[str], typer.Option("--val", help="Held-out shards: accuracy and majority baseline.")
     ] = None,
@@ -764,32 +777,42 @@ def estimator_train(
     crop: Annotated[int, typer.Option(help="LR crop side in pixels.")] = 32,
     width: Annotated[int, typer.Option(help="Channels of the first stage.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
-    seed: Annotated[int, typer.Option(help="Seed of the weights and of the crops.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the weights, the crops and their degradations.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader processes degrading photos (--photos).")] = 1,
 ) -> None:
-    """Train the estimator on shards' LR images, labelled by each sample's json bins (see the omission
-    config: sr-degrade build --config configs/degrade_omit.yaml)."""
+    """Train the estimator on photos degraded on the fly (--photos) or on shards' LR images (--data),
+    labelled by each sample's bins; with the omission config, "none" is learned for blur, noise, JPEG."""
     import json
 
     from sr_degrade.errors import SrDegradeError
     from sr_degrade.shards import shard_files
 
-    if min(steps, batch, width) < 1 or crop < 8:
-        typer.echo("error: --steps, --batch and --width must be at least 1, --crop at least 8", err=True)
-        raise typer.Exit(2)
+    if min(steps, batch, width) < 1 or crop < 8 or workers < 0:
+        fail("--steps, --batch and --width must be at least 1, --crop at least 8, --workers at least 0")
+    if (photos is None) == (not data):
+        fail("give the training data as --photos DIR (degraded on the fly) or as --data SHARDS, one of the two")
+    if config is not None and photos is None:
+        fail("--config applies to --photos (shards carry the degradation they were built with)")
     try:
-        for d in [*data, *([val] if val else [])]:
+        for d in [*(data or []), *([val] if val else [])]:
             shard_files(d)  # before torch loads: no shards, one line
+        degradation = None
+        if config is not None:
+            from sr_degrade.config import DegradationConfig
+
+            degradation = DegradationConfig.load(config)
     except SrDegradeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     from .estimator import EstimatorConfig, train_estimator
 
     cfg = EstimatorConfig(crop=crop, width=width, steps=steps, batch=batch, lr=lr, seed=seed)
     try:
-        record = train_estimator(data, val, out, cfg, log=lambda m: typer.echo(m, err=True))
+        record = train_estimator(
+            data or None, val, out, cfg, log=lambda m: typer.echo(m, err=True), photos=photos,
+            degradation=degradation, workers=workers,
+        )  # fmt: skip
     except SrDegradeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     typer.echo(json.dumps(record, indent=2))
     typer.echo(f"wrote {out}")
 

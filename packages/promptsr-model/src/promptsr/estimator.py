@@ -270,63 +270,171 @@ def predict_all(est: LoadedEstimator, images: list[np.ndarray]) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
-def train_estimator(
-    data: str | Path | list,
-    val: str | Path | list | None,
-    out: Path,
-    config: EstimatorConfig | None = None,
-    log: Callable[[str], None] = print,
-    cpu: bool | None = None,
-) -> dict[str, Any]:
-    """Train on the LR images of `data` shards (random crops, flips); validate on `val`; save to `out`.
+class _ShardCrops:
+    """Training batches from shards: random crops (and flips) of their stored LR images."""
 
-    Runs through Accelerate (one CPU, one GPU); returns the record written to estimator.json's
-    `trained` field.
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    def __init__(self, data: str | Path | list, config: EstimatorConfig):
+        self.images, self.labels, self.scale = load_lr_samples(data)
+        self.degradation = _degradation_of(data)
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        self.lab_t = torch.from_numpy(self.labels)
 
-    config = config or EstimatorConfig()
-    images, labels, scale = load_lr_samples(data)
-    val_images, val_labels = None, None
-    if val is not None:
-        val_images, val_labels, val_scale = load_lr_samples(val)
-        if val_scale != scale:
-            raise SrDegradeError(f"validation shards are x{val_scale}, training shards x{scale}")
-    config.scale = scale
-    config.degradation = _degradation_of(data)
-    acc = Accelerator(cpu=cpu if cpu is not None else not torch.cuda.is_available())
-    set_seed(config.seed)
-    net = Estimator(config.width)
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.steps, pct_start=0.1)
-    net, opt = acc.prepare(net, opt)
-    rng = np.random.default_rng(config.seed)
-    # Classes are unbalanced (omission p 0.25 against three levels): weight each head's loss by
-    # inverse class frequency, so "none" and the rarer levels are learned, not guessed away.
-    weights = {}
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self):
+        while True:
+            idx = self.rng.integers(0, len(self.images), self.config.batch)
+            yield _random_crops(self.images, idx, self.config.crop, self.rng), self.lab_t[idx]
+
+
+class _FreshCrops:
+    """Training batches degraded on the fly (`sr_degrade.torch.DegradeOnTheFly`): every crop of every
+    photo gets a new degradation, so a few photos give as many distinct labelled samples as the run
+    takes (stored shards repeat theirs and the estimator learns them by heart)."""
+
+    def __init__(self, photos: Any, cfg: DegradationConfig, config: EstimatorConfig, workers: int):
+        from torch.utils.data import DataLoader
+
+        from sr_degrade.torch import DegradeOnTheFly, collate
+
+        self.cfg, self.scale, self.degradation = cfg, cfg.scale, cfg.to_dict()
+        self.dataset = DegradeOnTheFly(photos, cfg, crop=config.crop * cfg.scale, seed=config.seed, shuffle=256)
+        # One epoch covers the whole run (the photo count is known once the source is open): each photo
+        # yields steps x batch / photos crops, every one with its own degradation.
+        self.dataset.crops_per_image = -(-config.steps * config.batch // len(self.dataset.images))
+        self.loader = DataLoader(
+            self.dataset, batch_size=config.batch, num_workers=workers, collate_fn=collate, drop_last=True
+        )
+        self.photos = len(self.dataset.images)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def labels(self, params: list) -> torch.Tensor:
+        from sr_degrade import bins
+
+        return torch.tensor([[labels_of(bins(p, self.cfg))[c] for c in CLASSES] for p in params])
+
+    def batches(self):
+        for batch in self.loader:
+            yield batch["lq"], self.labels(batch["params"])
+
+
+def _class_weights(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Inverse class frequency per head (a class never seen: weight 0)."""
+    out = {}
     for i, c in enumerate(CLASSES):
         counts = np.bincount(labels[:, i], minlength=len(CLASSES[c])).astype(np.float64)
-        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0)
-        weights[c] = torch.tensor(w, dtype=torch.float32, device=acc.device)
-    lab_t = torch.from_numpy(labels)
+        out[c] = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0)
+    return out
+
+
+def _config_labels(cfg: DegradationConfig, seed: int, n: int = 4096) -> np.ndarray:
+    """Labels of n degradations drawn from cfg (their class frequencies, without any pixels)."""
+    from sr_degrade import bins, sample_params
+
+    rng = np.random.default_rng([seed, 7])
+    rows = []
+    for _ in range(n):
+        lab = labels_of(bins(sample_params(cfg, rng), cfg))
+        rows.append([lab[c] for c in CLASSES])
+    return np.asarray(rows, np.int64)
+
+
+def _fit(net, opt, sched, acc, source, weights: dict[str, torch.Tensor], config: EstimatorConfig) -> dict[str, Any]:
+    """The training loop; returns steps, seconds and the mean loss of the last 100 steps."""
+    from sr_degrade.progress import Progress
+
     start = time.perf_counter()
     net.train()
-    for step in range(1, config.steps + 1):
-        idx = rng.integers(0, len(images), config.batch)
-        x = _random_crops(images, idx, config.crop, rng).to(acc.device)
-        y = lab_t[idx].to(acc.device)
+    progress = Progress(config.steps, "estimator", unit="step")
+    recent: list[float] = []
+    batches = source.batches()
+    for _ in range(config.steps):
+        x, y = next(batches)
+        x, y = x.to(acc.device), y.to(acc.device)
         logits = net(x)
         loss = sum(F.cross_entropy(logits[c], y[:, i], weight=weights[c]) for i, c in enumerate(CLASSES))
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         opt.step()
         sched.step()
-        if step % max(1, config.steps // 10) == 0 or step == config.steps:
-            log(f"step {step}/{config.steps} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
+        recent = [*recent[-99:], loss.item()]
+        progress.update(1, extra=f"loss {np.mean(recent):.3f}")
+    progress.close()
+    seconds = round(time.perf_counter() - start, 1)
+    return {"steps": config.steps, "seconds": seconds, "final_loss": round(float(np.mean(recent)), 4)}
+
+
+def train_estimator(
+    data: str | Path | list | None,
+    val: str | Path | list | None,
+    out: Path,
+    config: EstimatorConfig | None = None,
+    log: Callable[[str], None] = print,
+    cpu: bool | None = None,
+    photos: Any = None,
+    degradation: DegradationConfig | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Train the estimator and save it to `out`; validate on the `val` shards.
+
+    Training data is either `data` shards (random crops of their stored LR images, labelled by their
+    bins) or `photos` (anything `sr-degrade build --src` takes), degraded on the fly with
+    `degradation` (default: the shipped omission config) in `workers` DataLoader processes.
+    Runs through Accelerate (one CPU, one GPU); returns the record written to estimator.json's
+    `trained` field.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if (data is None) == (photos is None):
+        raise SrDegradeError("train the estimator on shards (--data) or on photos (--photos), one of the two")
+    config = config or EstimatorConfig()
+    if photos is not None:
+        cfg = degradation if degradation is not None else DegradationConfig.load(omit_config_path())
+        source: _ShardCrops | _FreshCrops = _FreshCrops(photos, cfg, config, workers)
+        weight_labels = _config_labels(cfg, config.seed)
+    else:
+        source = _ShardCrops(data, config)
+        weight_labels = source.labels
+    val_images, val_labels = None, None
+    if val is not None:
+        val_images, val_labels, val_scale = load_lr_samples(val)
+        if val_scale != source.scale:
+            raise SrDegradeError(f"validation shards are x{val_scale}, training data x{source.scale}")
+    config.scale = source.scale
+    config.degradation = source.degradation
+    acc = Accelerator(cpu=cpu if cpu is not None else not torch.cuda.is_available())
+    set_seed(config.seed)
+    net = Estimator(config.width)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.steps, pct_start=0.1)
+    net, opt = acc.prepare(net, opt)
+    # Classes are unbalanced (omission p 0.25 against three levels): weight each head's loss by
+    # inverse class frequency, so "none" and the rarer levels are learned, not guessed away.
+    weights = {
+        c: torch.tensor(w, dtype=torch.float32, device=acc.device) for c, w in _class_weights(weight_labels).items()
+    }
+    # The DataLoader workers degrading photos need cores of their own: on a CPU, intra-op threads that
+    # compete with them made training 1.6x slower on 2 cores (and 10x with two such runs at once).
+    threads = torch.get_num_threads()
+    if photos is not None and workers > 0 and acc.device.type == "cpu":
+        torch.set_num_threads(max(1, threads - workers))
+    try:
+        trained = _fit(net, opt, sched, acc, source, weights, config)
+    finally:
+        torch.set_num_threads(threads)
+    log(f"trained {config.steps} steps in {trained['seconds']:.0f} s, final loss {trained['final_loss']:.3f}")
     plain = acc.unwrap_model(net).cpu().eval()
-    trained: dict[str, Any] = {"steps": config.steps, "seconds": round(time.perf_counter() - start, 1)}
-    trained["train_samples"] = len(images)
+    if photos is not None:
+        trained["source"] = f"{source.photos} photos degraded on the fly"
+        trained["train_samples"] = config.steps * config.batch
+    else:
+        trained["source"] = "shards"
+        trained["train_samples"] = len(source)
     if val_images is not None:
         trained["val_accuracy"] = _accuracy(plain, val_images, val_labels, config.crop)
         trained["val_majority"] = majority_baseline(val_labels)
