@@ -37,6 +37,23 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def draws(photos: list[np.ndarray], cfg: DegradationConfig, rng: np.random.Generator, n: int, crop: int):
+    """n random crops, each degraded as drawn and once without each of blur, noise and jpeg that it has:
+    (levels, lr, {component: lr without it})."""
+    for _ in range(n):
+        img = photos[rng.integers(len(photos))]
+        h, w = img.shape[:2]
+        y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+        hr = np.ascontiguousarray(img[y : y + crop, x : x + crop])
+        params = sample_params(cfg, rng)
+        without = {}
+        for comp in ("blur", "noise", "jpeg"):
+            if getattr(params, comp) is not None:
+                rest = tuple(o for o in params.order if o != comp)
+                without[comp] = degrade(hr, dataclasses.replace(params, **{comp: None}, order=rest))
+        yield bins(params, cfg), degrade(hr, params), without
+
+
 def best_thresholds(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     """Ordered cut points (k - 1) on feature x maximising matches with ordered labels y in 0..k-1."""
     order = np.argsort(x, kind="stable")
@@ -84,20 +101,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     photos = [load_sample(n) for n in SAMPLE_NAMES]
     rows: dict[tuple[str, str, str], list[float]] = {}
-    for _ in range(args.samples):
-        img = photos[rng.integers(len(photos))]
-        h, w = img.shape[:2]
-        y, x = rng.integers(0, h - args.crop + 1), rng.integers(0, w - args.crop + 1)
-        hr = np.ascontiguousarray(img[y : y + args.crop, x : x + args.crop])
-        params = sample_params(cfg, rng)
-        levels = bins(params, cfg)
+    for levels, full, without in draws(photos, cfg, rng, args.samples, args.crop):
         direction = levels.get("resize1", "unchange")
-        full = degrade(hr, params)
-        for comp in ("blur", "noise", "jpeg"):
-            if getattr(params, comp) is None:
-                continue
-            without = dataclasses.replace(params, **{comp: None}, order=tuple(o for o in params.order if o != comp))
-            db = psnr(full, degrade(hr, without))
+        for comp, lr in without.items():
+            db = psnr(full, lr)
             for d in (direction, "all"):
                 rows.setdefault((comp, levels[comp], d), []).append(db)
     print(f"{args.samples} samples, HR crops of {args.crop} px, LR {args.crop // 4} px; PSNR (dB) of the LR with vs")
@@ -127,20 +134,12 @@ def ceilings(args, photos) -> None:
     cfg = DegradationConfig.load(omit_config_path())
     rng = np.random.default_rng(args.seed + 1)
     effects: dict[str, list[tuple[float, str]]] = {"blur": [], "noise": [], "jpeg": []}
-    for _ in range(args.samples):
-        img = photos[rng.integers(len(photos))]
-        h, w = img.shape[:2]
-        y, x = rng.integers(0, h - args.crop + 1), rng.integers(0, w - args.crop + 1)
-        hr = np.ascontiguousarray(img[y : y + args.crop, x : x + args.crop])
-        params = sample_params(cfg, rng)
-        levels = bins(params, cfg)
-        full = degrade(hr, params).astype(np.float64)
+    for levels, full, without in draws(photos, cfg, rng, args.samples, args.crop):
         for comp in effects:
-            if getattr(params, comp) is None:
+            if comp not in without:
                 effects[comp].append((0.0, NONE))
                 continue
-            without = dataclasses.replace(params, **{comp: None}, order=tuple(o for o in params.order if o != comp))
-            rms = float(np.sqrt(np.mean((full - degrade(hr, without)) ** 2)))
+            rms = float(np.sqrt(np.mean((full.astype(np.float64) - without[comp]) ** 2)))
             effects[comp].append((rms, levels[comp]))
     print(f"\nCeiling from the effect's size alone (omission config, {args.samples} samples; half fit, half scored):\n")
     print("| component | ceiling accuracy % | majority baseline % | ceiling gain (points) |")
