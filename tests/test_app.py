@@ -262,7 +262,7 @@ def test_a_model_folder_that_cannot_load_stops_the_app_with_one_error_line(model
 
 def test_auto_is_offered_only_with_an_estimator_in_the_model_folder(model_dir, tmp_path):  # noqa: F811
     """The page built on a real model folder, with and without an (untrained) estimator copied into it."""
-    from promptsr.app import Studio, build_page
+    from promptsr.app import CHOICES, Studio, build_page
     from promptsr.estimator import Estimator, EstimatorConfig, save_estimator
 
     def sources(folder: Path) -> list[str]:
@@ -277,5 +277,13 @@ def test_auto_is_offered_only_with_an_estimator_in_the_model_folder(model_dir, t
     save_estimator(Estimator(4), cfg, with_est / "estimator")
     assert sources(with_est) == ["controls", "text", "auto"]
     studio = Studio(with_est, tmp_path / "runs")
-    estimated = studio.resolve("auto", {}, "", load_sample("coffee")[:64, :64])
+    lr = load_sample("coffee")[:64, :64]
+    estimated = studio.resolve("auto", {}, "", lr)
     assert estimated.text and estimated.text.endswith("downsample") and "estimated prompt" in estimated.message
+    # The controls follow the estimate: the same levels give the same prompt from the controls.
+    levels = studio.estimated_levels(lr)
+    assert set(levels) == {"blur", "resize1", "noise", "jpeg"}
+    assert all(levels[c] in CHOICES[c] for c in levels)
+    assert studio.resolve("controls", levels, "", None).text == estimated.text
+    assert studio.estimated_levels(np.zeros((4, 4, 3), np.uint8)) is None  # too small to judge: controls untouched
+    assert Studio(model_dir, tmp_path / "runs").estimated_levels(lr) is None  # no estimator

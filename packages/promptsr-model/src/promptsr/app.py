@@ -220,6 +220,17 @@ class Studio:
             return Prompt(None, f"**error:** {e}")
         return Prompt(text, f"estimated prompt: `{text}`", tuple(notes))
 
+    def estimated_levels(self, lr: np.ndarray) -> dict[str, str] | None:
+        """The estimator's level per component, for the page's controls (None: no estimator, or an image
+        it cannot judge), so that with "auto" the controls show what the prompt says."""
+        if self.estimator is None:
+            return None
+        try:
+            levels, _ = self.estimator.levels(lr)
+        except SrDegradeError:
+            return None
+        return {c: levels[c] for c in FIRST_OPS}
+
     def resolve(self, source: str, levels: dict[str, str], text: str, lr: np.ndarray | None) -> Prompt:
         if source == "text":
             p = self.prompt_from_text(text)
@@ -385,6 +396,16 @@ def build_page(studio: Studio, defaults: Settings = Settings()):
             comp.change(show_prompt, prompt_inputs, prompt_info, queue=False)
         text.change(show_prompt, prompt_inputs, prompt_info, queue=False, trigger_mode="always_last")
         text.focus(lambda: "text", None, source, queue=False)  # typing a prompt means using it
+        for lv in levels:  # so does choosing a level: the controls' prompt
+            lv.select(lambda: "controls", None, source, queue=False)
+
+        def follow_estimate(lr_path, src):
+            """With "auto", the controls show the estimated levels: a change starts from the estimate."""
+            found = studio.estimated_levels(read_image(lr_path, max_pixels=None)) if src == "auto" and lr_path else None
+            return [found[c] for c in FIRST_OPS] if found else [gr.skip()] * len(FIRST_OPS)
+
+        for comp in (lr_state, source):
+            comp.change(follow_estimate, [lr_state, source], levels, queue=False)
 
         def on_upload(file):
             # The drop zone is emptied again: the LR shows below it, and the next file can be dropped at once.
