@@ -43,8 +43,7 @@ def info(
     from .presets import PRESETS
 
     if preset not in PRESETS:  # before torch and diffusers load: a refusal in a fraction of a second
-        typer.echo(f"error: unknown preset {preset!r}; choose from: {', '.join(sorted(PRESETS))}", err=True)
-        raise typer.Exit(2)
+        fail(f"unknown preset {preset!r}; choose from: {', '.join(sorted(PRESETS))}")
     import torch
 
     from .unet import build_unet, count_parameters
@@ -54,8 +53,7 @@ def info(
         with torch.device("meta"):
             model = build_unet(preset)
     except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     n = count_parameters(model)
     typer.echo(f"preset: {preset}")
     typer.echo(f"parameters: {n:,} ({n / 1e6:.1f}M)")
@@ -106,8 +104,7 @@ def export(
     from sr_degrade.errors import SrDegradeError
 
     if estimator is not None and not (estimator / "estimator.json").is_file():
-        typer.echo(f"error: --estimator {estimator} is not an estimator folder (no estimator.json)", err=True)
-        raise typer.Exit(2)
+        fail(f"--estimator {estimator} is not an estimator folder (no estimator.json)")
     for path, what in ((run_dir / "config.yaml", "a training run's output_dir"), (checkpoint, "a checkpoint folder")):
         if path is not None and not path.exists():  # before torch loads: refused at once
             typer.echo(
@@ -124,8 +121,7 @@ def export(
 
             copy_estimator(estimator, folder)
     except SrDegradeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     typer.echo(f"wrote {folder}")
 
 
@@ -152,15 +148,13 @@ def _clip_choice(clip: Optional[str], no_clip: bool) -> Optional[str]:
     from .diffusion import check_clip
 
     if no_clip and clip not in (None, "none"):
-        typer.echo(f"error: --no-clip contradicts --clip {clip}", err=True)
-        raise typer.Exit(2)
+        fail(f"--no-clip contradicts --clip {clip}")
     choice = "none" if no_clip else clip
     if choice is not None:
         try:
             check_clip(choice)
         except ValueError as e:
-            typer.echo(f"error: --clip: {e}", err=True)
-            raise typer.Exit(2) from None
+            fail(f"--clip: {e}")
     return choice
 
 
@@ -421,8 +415,7 @@ def compare_cmd(
         if bicubic:
             write_image(bicubic, bic)
     except (SrDegradeError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     for name, s in scores.items():
         typer.echo(f"{name:9s} PSNR-Y {s['psnr']:6.2f} dB  SSIM-Y {s['ssim']:.4f}")
     typer.echo(f"wrote {output}" + (f" and {bicubic}" if bicubic else ""))
@@ -456,8 +449,7 @@ def _eval_common(
         up = Upscaler(model, device=device, dtype=dtype)
         check_data_scale(data, up.scale)
     except (SrDegradeError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     metric_set = MetricSet(names_m, device=device, weights=weights, has_reference=has_hr, crop_border=up.scale)
     for note in metric_set.notes:
         typer.echo(f"note: {note}", err=True)
@@ -557,8 +549,7 @@ def eval_cmd(
     try:
         result = evaluate(up, loader(), metric_set, out, opts, total=total)
     except SrDegradeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     typer.echo((out / "summary.md").read_text())
     _finish(result.failures, out, "per_image.csv, summary.md, summary.json")
 
@@ -614,20 +605,16 @@ def ablate_cmd(
 
     studies = [*STUDIES, "loss"]
     if study not in studies:
-        typer.echo(f"error: unknown ablation {study!r}: choose one of {', '.join(studies)}", err=True)
-        raise typer.Exit(2)
+        fail(f"unknown ablation {study!r}: choose one of {', '.join(studies)}")
     if study == "loss":
         _ablate_loss(model, out, data, name, limit, seed, draws, crop, device)
         return
     if out is None:
-        typer.echo(f"error: ablation {study!r} needs --out (the folder of its tables and images)", err=True)
-        raise typer.Exit(2)
+        fail(f"ablation {study!r} needs --out (the folder of its tables and images)")
     if study != "models" and len(model) != 1:
-        typer.echo(f"error: ablation {study!r} takes one --model (got {len(model)})", err=True)
-        raise typer.Exit(2)
+        fail(f"ablation {study!r} takes one --model (got {len(model)})")
     if study == "models" and (len(model) < 2 or (label and len(label) != len(model))):
-        typer.echo("error: ablation 'models' needs two or more --model, and one --label per --model if any", err=True)
-        raise typer.Exit(2)
+        fail("ablation 'models' needs two or more --model, and one --label per --model if any")
     up, loader, metric_set, total = _eval_common(
         model[0], data, name, None, None, metrics, metric_weights, limit, device, dtype
     )
@@ -635,20 +622,17 @@ def ablate_cmd(
     if study == "models":
         labels = label or [m.name for m in model]
         if len(set(labels)) != len(labels):
-            typer.echo(f"error: two models share the label {labels}: pass --label per --model", err=True)
-            raise typer.Exit(2)
+            fail(f"two models share the label {labels}: pass --label per --model")
         try:  # every folder checked before hours of sampling start
             others = [Upscaler(m, device=device, dtype=dtype) for m in model[1:]]
         except (SrDegradeError, OSError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            fail(str(e))
         loaders = {lab: (lambda u=u: u) for lab, u in zip(labels, [up, *others])}
     opts = _options(steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch)
     try:
         record, _ = run_ablation(study, loaders, loader, metric_set, out, opts, total=total)
     except SrDegradeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     typer.echo((out / f"ablation_{study}.md").read_text())
     _finish(record["failures"], out, f"ablation_{study}.md, ablation_{study}.json")
 
@@ -839,8 +823,7 @@ def estimator_eval(
 
         result = evaluate_estimator(load_estimator(estimator), data, limit)
     except SrDegradeError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(e))
     typer.echo(eval_markdown(result))
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
