@@ -96,6 +96,12 @@ def labels_of(bins: dict[str, str]) -> dict[str, int]:
     return out
 
 
+def label_row(bins: dict[str, str]) -> list[int]:
+    """`labels_of` as one row of the [N, 4] label arrays (heads in CLASSES order)."""
+    lab = labels_of(bins)
+    return [lab[c] for c in CLASSES]
+
+
 def load_lr_samples(data: str | Path | list, limit: int | None = None) -> tuple[list[np.ndarray], np.ndarray, int]:
     """Every sample's LR image and labels [N, 4] from shards (one pass), and their scale."""
     from sr_degrade.shards import open_shards
@@ -103,8 +109,7 @@ def load_lr_samples(data: str | Path | list, limit: int | None = None) -> tuple[
     images, labels, scales = [], [], set()
     for s in open_shards(_urls(data), mode="eval"):
         images.append(s.lr)
-        lab = labels_of(s.meta["bins"])
-        labels.append([lab[c] for c in CLASSES])
+        labels.append(label_row(s.meta["bins"]))
         scales.add(s.scale)
         if limit and len(images) >= limit:
             break
@@ -315,7 +320,7 @@ class _FreshCrops:
     def labels(self, params: list) -> torch.Tensor:
         from sr_degrade import bins
 
-        return torch.tensor([[labels_of(bins(p, self.cfg))[c] for c in CLASSES] for p in params])
+        return torch.tensor([label_row(bins(p, self.cfg)) for p in params])
 
     def batches(self):
         for batch in self.loader:
@@ -336,11 +341,7 @@ def _config_labels(cfg: DegradationConfig, seed: int, n: int = 4096) -> np.ndarr
     from sr_degrade import bins, sample_params
 
     rng = np.random.default_rng([seed, 7])
-    rows = []
-    for _ in range(n):
-        lab = labels_of(bins(sample_params(cfg, rng), cfg))
-        rows.append([lab[c] for c in CLASSES])
-    return np.asarray(rows, np.int64)
+    return np.asarray([label_row(bins(sample_params(cfg, rng), cfg)) for _ in range(n)], np.int64)
 
 
 def _fit(net, opt, sched, acc, source, weights: dict[str, torch.Tensor], config: EstimatorConfig) -> dict[str, Any]:

@@ -104,7 +104,7 @@ class ParsedPrompt(dict):
         self.unknown = unknown
 
     def __repr__(self) -> str:
-        return f"ParsedPrompt({dict(self)!r}, unknown={self.unknown!r})"
+        return f"{type(self).__name__}({dict(self)!r}, unknown={self.unknown!r})"
 
 
 def vocabulary(cfg: DegradationConfig = _DEFAULT) -> list[str]:
@@ -212,15 +212,8 @@ def canonical_prompt(
     return ", ".join(items), notes
 
 
-class Normalised(dict):
+class Normalised(ParsedPrompt):
     """{component: level or "none"} read from free text; `unknown` holds the words not understood."""
-
-    def __init__(self, levels: dict[str, str], unknown: tuple[str, ...] = ()):
-        super().__init__(levels)
-        self.unknown = unknown
-
-    def __repr__(self) -> str:
-        return f"Normalised({dict(self)!r}, unknown={self.unknown!r})"
 
 
 # Rules of the normaliser. Multi-word phrases are matched first (on the space-joined words of a
