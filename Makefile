@@ -110,22 +110,27 @@ format: setup
 bench: setup
 	$(BIN)/python bench/degrade.py
 
-# Wheels and sdists of both packages in $(DIST)/ (setuptools' backend, no network). Each wheel is built
-# from its unpacked sdist, so a file missing from the sdist fails here, not on a user's machine.
-# Needs only a Python with setuptools >= 68: the venv's when there is one (no setup run).
+# Wheels and sdists of both packages in $(DIST)/: a PEP 517 build (python -m build), which makes the sdist and
+# then the wheel from the unpacked sdist, so a file missing from the sdist fails here, not on a user's machine.
+# It runs in the venv when make setup made one (build and setuptools come with it), else in a small venv of its
+# own ($(DIST_VENV): build and setuptools >= 77, the version PEP 639's `license = "Apache-2.0"` needs), so a fresh
+# clone needs no setup. --no-isolation: the build checks [build-system]'s requirement against that venv.
 DIST        ?= dist
-DIST_PYTHON ?= $(if $(wildcard $(BIN)/python),$(abspath $(BIN)/python),$(PYTHON))
+DIST_VENV   ?= .venv-dist
+DIST_PYTHON ?= $(if $(wildcard $(BIN)/python),$(abspath $(BIN)/python),$(abspath $(DIST_VENV))/bin/python)
 
 dist:
 	rm -rf $(DIST) && mkdir -p $(DIST)
-	set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	set -e; py=$(DIST_PYTHON); \
+	if ! $$py -c "import build" 2>/dev/null; then \
+		echo "making a build environment in $(DIST_VENV) (build, setuptools>=77)"; \
+		$(PYTHON) -m venv $(DIST_VENV) && $(DIST_VENV)/bin/pip install -q 'build>=1.2' 'setuptools>=77'; \
+		py=$(abspath $(DIST_VENV))/bin/python; \
+	fi; \
 	for p in sr-degrade promptsr-model; do \
 		rm -rf packages/$$p/build; \
-		(cd packages/$$p && $(DIST_PYTHON) -c "from setuptools import build_meta as b; b.build_sdist('$(abspath $(DIST))')"); \
-	done; \
-	for sd in $(abspath $(DIST))/*.tar.gz; do tar -xzf $$sd -C $$tmp; done; \
-	for d in $$tmp/*/; do \
-		(cd $$d && $(DIST_PYTHON) -c "from setuptools import build_meta as b; b.build_wheel('$(abspath $(DIST))')"); \
+		log=$$(mktemp); $$py -m build --no-isolation --outdir $(abspath $(DIST)) packages/$$p > $$log 2>&1 \
+			|| { cat $$log >&2; rm -f $$log; exit 1; }; rm -f $$log; \
 	done
 	ls $(DIST)
 

@@ -878,13 +878,19 @@ def app_cmd(
         fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
+def _show_version(value: bool) -> None:
+    if value:  # eager: answered before any command is looked for, as `promptsr version`
+        version()
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
-    show: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    show: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the versions.")
+    ] = False,
 ) -> None:
     """PromptSR: text-prompt diffusion super-resolution: train, export, upscale, compare, evaluate, ablate."""
-    if show:
-        typer.echo(f"promptsr {__version__}")
 
 
 def run() -> None:
