@@ -193,25 +193,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if ema is not None:
         ema.to(device)
     lock = hold_output_dir(accelerator, out)
-    state = TrainState()
-    ckpt = Checkpointer(
-        accelerator, out, cfg.run.keep_checkpoints, model, optimizer, lr_scheduler, ema, state, cfg.run.debug_state
-    )
-    resumed_from = ckpt.resume(cfg.run.resume)
-    if resumed_from is not None:
-        accelerator.print(f"resumed from {resumed_from} at step {state.step}")
+    try:  # a refusal from here on (a checkpoint it cannot resume) frees the lock at once, in-process too
+        state = TrainState()
+        ckpt = Checkpointer(
+            accelerator, out, cfg.run.keep_checkpoints, model, optimizer, lr_scheduler, ema, state, cfg.run.debug_state
+        )
+        resumed_from = ckpt.resume(cfg.run.resume)
+        if resumed_from is not None:
+            accelerator.print(f"resumed from {resumed_from} at step {state.step}")
 
-    write_run_files(accelerator, cfg, data)
-    validator = None
-    if cfg.data.val and accelerator.is_main_process:
-        validator = Validator(cfg, data.embedder, data.scale, accelerator.unwrap_model(model).size_multiple)
+        write_run_files(accelerator, cfg, data)
+        validator = None
+        if cfg.data.val and accelerator.is_main_process:
+            validator = Validator(cfg, data.embedder, data.scale, accelerator.unwrap_model(model).size_multiple)
 
-    step_fn = TrainStep(accelerator, model, optimizer, noise_scheduler, cfg.optim.grad_clip, speed)
-    batches = iter(data.loader(per_rank, state.step))
-    fixed_loss = FixedLoss(data.to_device(next(batches), device), cfg.diffusion.num_train_timesteps)
-    log = MetricsLog(accelerator, out / "metrics.jsonl")
-    if state.step == 0:
-        log(0, {"fixed_loss": fixed_loss(accelerator, model, noise_scheduler)})
+        step_fn = TrainStep(accelerator, model, optimizer, noise_scheduler, cfg.optim.grad_clip, speed)
+        batches = iter(data.loader(per_rank, state.step))
+        fixed_loss = FixedLoss(data.to_device(next(batches), device), cfg.diffusion.num_train_timesteps)
+        log = MetricsLog(accelerator, out / "metrics.jsonl")
+        if state.step == 0:
+            log(0, {"fixed_loss": fixed_loss(accelerator, model, noise_scheduler)})
+    except BaseException:
+        lock.close()
+        raise
     last_saved = state.step if resumed_from else -1
     status = "stopped"
     accelerator.print(
