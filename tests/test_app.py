@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 from test_cli_contract import ENV, EXE, loads_torch, one_error, promptsr
-from test_eval import model_dir  # noqa: F401 (module fixture: a tiny model folder)
 from test_safety_data import png
 
 from sr_degrade import DegradationConfig
@@ -46,7 +45,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):  # noqa: F811
+def server(model_dir, tmp_path_factory):
     """`promptsr app` on a free port, 2 steps by default; (url, run folder, process)."""
     out = tmp_path_factory.mktemp("app_runs")
     port = _free_port()
@@ -198,8 +197,6 @@ def test_an_invalid_prompt_is_shown_inline_and_starts_no_job(page, server, tmp_p
     jobs, runs = len(_jobs(out)), sorted(out.glob("*_run*.png"))
     page.locator("#run").click()
     page.locator("#prompt_text").filter(has_text="not in the vocabulary").wait_for(timeout=10000)  # the refusal
-    time.sleep(1.0)
-    assert len(_jobs(out)) == jobs and sorted(out.glob("*_run*.png")) == runs
     assert page.locator("#status").inner_text().strip() == ""
 
     page.locator("#prompt_text textarea").fill("very blurry and a bit noisy")  # the paraphrase normaliser
@@ -211,6 +208,9 @@ def test_an_invalid_prompt_is_shown_inline_and_starts_no_job(page, server, tmp_p
     job = _wait_jobs(out, jobs + 1)[-1]
     assert job["prompt"] == "" and "--prompt ''" in job["command"]
     page.locator("#status").filter(has_text="without prompt").wait_for(timeout=30000)
+    # The queue runs one job at a time, in order: had the refused click started one, it would have finished
+    # before this one. Exactly one job and one output more, the valid run's, means the refusal started none.
+    assert len(_jobs(out)) == jobs + 1 and len(sorted(out.glob("*_run*.png"))) == len(runs) + 1
 
 
 @needs_chromium
@@ -251,7 +251,7 @@ def test_stop_cancels_between_denoising_steps(page, server, tmp_path):
     assert sorted(out.glob("*_run*.png")) == runs  # nothing written for a stopped run
 
 
-def test_a_model_folder_that_cannot_load_stops_the_app_with_one_error_line(model_dir, tmp_path):  # noqa: F811
+def test_a_model_folder_that_cannot_load_stops_the_app_with_one_error_line(model_dir, tmp_path):
     assert loads_torch("app", "--model", str(tmp_path / "missing")) == (2, False)  # refused before torch loads
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)
@@ -260,7 +260,7 @@ def test_a_model_folder_that_cannot_load_stops_the_app_with_one_error_line(model
     assert "cannot load the denoiser" in one_error(r) and "Running on" not in r.stdout + r.stderr
 
 
-def test_auto_is_offered_only_with_an_estimator_in_the_model_folder(model_dir, tmp_path):  # noqa: F811
+def test_auto_is_offered_only_with_an_estimator_in_the_model_folder(model_dir, tmp_path):
     """The page built on a real model folder, with and without an (untrained) estimator copied into it."""
     from promptsr.app import CHOICES, Studio, build_page
     from promptsr.estimator import Estimator, EstimatorConfig, save_estimator

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from test_eval import model_dir, val_shards  # noqa: F401 (module fixtures: a tiny model folder, 3 eval images)
 from test_safety_data import png
 
 from sr_degrade.imageio import write_image
@@ -45,7 +44,7 @@ def loads_torch(*argv: str) -> tuple[int, bool]:
     return int(rc), torch_loaded == "True"
 
 
-def test_bad_arguments_are_one_line_and_exit_2(model_dir, tmp_path):  # noqa: F811
+def test_bad_arguments_are_one_line_and_exit_2(model_dir, tmp_path):
     lr = tmp_path / "lr.png"
     write_image(lr, np.zeros((16, 16, 3), np.uint8))
     base = ["upscale", str(lr), "-o", str(tmp_path / "sr.png"), "--model", str(model_dir), "--steps", "1"]
@@ -65,7 +64,7 @@ def test_bad_arguments_are_one_line_and_exit_2(model_dir, tmp_path):  # noqa: F8
     assert "promptsr-model[eval]" in promptsr("eval", "--help").stdout
 
 
-def test_an_image_too_large_for_memory_is_refused_from_its_header(model_dir, tmp_path):  # noqa: F811
+def test_an_image_too_large_for_memory_is_refused_from_its_header(model_dir, tmp_path):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(png(60000, 60000))  # a few hundred bytes claiming 3.6 GP, 240000^2 at x4
     r = promptsr("upscale", str(bomb), "-o", str(tmp_path / "sr.png"), "--model", str(model_dir), "--steps", "1")
@@ -73,7 +72,7 @@ def test_an_image_too_large_for_memory_is_refused_from_its_header(model_dir, tmp
     assert "60000x60000" in line and "240000x240000" in line and "MP" in line and "GiB" in line
 
 
-def test_eval_refuses_shards_of_another_scale_before_the_first_image(model_dir, val_shards, tmp_path):  # noqa: F811
+def test_eval_refuses_shards_of_another_scale_before_the_first_image(model_dir, val_shards, tmp_path):
     x2 = tmp_path / "x2"
     shutil.copytree(val_shards, x2)
     info = json.loads((x2 / "build.json").read_text())
@@ -82,3 +81,14 @@ def test_eval_refuses_shards_of_another_scale_before_the_first_image(model_dir, 
     r = promptsr("eval", "--model", str(model_dir), "--data", str(x2), "--metrics", "psnr", "--steps", "1",
                  "-o", str(tmp_path / "out"))  # fmt: skip
     assert "x2 shards" in one_error(r) and not (tmp_path / "out").exists()
+
+
+def test_version_options_print_both_versions_and_exit_0():
+    from promptsr import __version__ as ours
+    from sr_degrade import __version__ as theirs
+
+    r = promptsr("--version")
+    assert (r.returncode, r.stdout.strip()) == (0, f"promptsr {ours} (sr-degrade {theirs})"), r.stderr
+    assert promptsr("version").stdout == r.stdout
+    r = subprocess.run([str(Path(EXE).parent / "sr-degrade"), "--version"], capture_output=True, text=True, env=ENV)
+    assert (r.returncode, r.stdout.strip()) == (0, f"sr-degrade {theirs}")

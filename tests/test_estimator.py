@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import read_csv
 from test_cli_contract import loads_torch, one_error, promptsr
-from test_eval import model_dir, read_csv, val_shards  # noqa: F401 (module fixtures: a tiny model folder, 3 eval images)
 
 from sr_degrade.build import BuildOptions, build
 from sr_degrade.config import DegradationConfig
@@ -24,23 +24,39 @@ TRAIN_PHOTOS = ("astronaut", "hubble_deep_field", "retina", "rocket")
 HELD_OUT = ("coffee", "chelsea")
 
 
+# Separable by construction: noise is either absent or strong colour Gaussian noise (sigma 20-30), added after
+# a first resize to about the LR size (so the final resize keeps it), with no blur and no JPEG. Whatever the
+# seed, the CPU's kernels or the thread count, a few hundred steps tell "noise" from "none" on photos never seen
+# (5 seeds x 1 and 2 threads: README); the levels within 20-30 are not separable and are not asserted. How well
+# the estimator reads the paper's graded mixture is a measurement (tools/estimator_measure.sh), not a test.
+SEPARABLE = (
+    "p_omit: {blur: 1.0, noise: 0.5, jpeg: 1.0}\nresize1: {p_keep: 0.0, factor: [0.25, 0.3]}\n"
+    "noise: {kinds: {gaussian: 1.0}, p_gray: 0.0, gaussian_sigma: [20.0, 30.0]}\n"
+)
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> dict[str, Path]:
-    """Training shards of 4 photos and held-out shards of 2 others, with the omission config."""
+    """Training shards of 4 photos and held-out shards of 2 others, with the omission config; held-out
+    shards of the same 2 photos with the separable config (`separable`, its YAML file beside them)."""
     from promptsr.estimator import omit_config_path
 
     root = tmp_path_factory.mktemp("est_shards")
-    cfg = DegradationConfig.load(omit_config_path())
+    (root / "separable.yaml").write_text(SEPARABLE)
+    omit, separable = DegradationConfig.load(omit_config_path()), DegradationConfig.load(root / "separable.yaml")
     out = {}
-    for split, names, n in (("train", TRAIN_PHOTOS, 60), ("val", HELD_OUT, 60)):
-        src = root / f"photos_{split}"
-        src.mkdir()
+    plan = (
+        ("train", TRAIN_PHOTOS, 60, omit, 0), ("val", HELD_OUT, 60, omit, 1), ("separable", HELD_OUT, 40, separable, 2),
+    )  # fmt: skip
+    for split, names, n, cfg, seed in plan:
+        src = root / f"photos_{'train' if split == 'train' else 'val'}"
+        src.mkdir(exist_ok=True)
         for name in names:
             write_image(src / f"{name}.png", load_sample(name))
         out[split] = root / split
         opts = BuildOptions(
             src=str(src), out=out[split], crop_size=128, crops_per_image=n, embed=False, workers=1, config=cfg,
-            seed=0 if split == "train" else 1,
+            seed=seed,
         )  # fmt: skip
         build(opts, progress=False)
     return out
@@ -48,10 +64,12 @@ def shards(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def trained(shards, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The recommended path: the 4 training photos degraded afresh for every crop (--photos)."""
+    """The recommended path, the 4 training photos degraded afresh for every crop (--photos), with the
+    separable config; scored on the separable held-out shards."""
     out = tmp_path_factory.mktemp("est") / "estimator"
     photos = shards["train"].parent / "photos_train"
-    r = promptsr("estimator", "train", "--photos", str(photos), "--val", str(shards["val"]), "--out", str(out),
+    r = promptsr("estimator", "train", "--photos", str(photos), "--val", str(shards["separable"]), "--out", str(out),
+                 "--config", str(shards["train"].parent / "separable.yaml"),
                  "--steps", "400", "--width", "16", "--batch", "32")  # fmt: skip
     return out, r
 
@@ -69,18 +87,33 @@ def test_the_omission_config_ships_in_the_package_and_gives_none_labels(shards):
             assert 0.1 < (labels[:, i] == 0).mean() < 0.4, comp  # class 0 is "none"
 
 
-def test_the_estimator_learns_above_the_majority_baseline(trained):
+def test_the_estimator_learns_a_separable_case_on_photos_it_never_saw(trained, shards):
+    from promptsr.estimator import CLASSES, load_estimator, load_lr_samples, predict_all
+
     out, r = trained
     assert r.returncode == 0, r.stderr
     record = json.loads((out / "estimator.json").read_text())
     assert record["trained"]["source"] == "4 photos degraded on the fly"
     assert record["trained"]["train_samples"] == 400 * 32
-    assert record["degradation"]["p_omit"]["noise"] == 0.25  # the shipped omission config by default
-    acc, base = record["trained"]["val_accuracy"], record["trained"]["val_majority"]
-    print({c: (round(acc[c], 3), round(base[c], 3)) for c in acc})
-    # Noise is the component a few hundred steps learn on photos never seen (the pilot: see README).
-    assert acc["noise"] >= base["noise"] + 0.05, (acc, base)
+    assert record["degradation"]["p_omit"]["noise"] == 0.5  # the --config given, recorded
     assert record["scale"] == 4 and record["classes"]["blur"] == ["none", "light", "medium", "heavy"]
+    images, labels, _ = load_lr_samples(str(shards["separable"]))
+    noise = list(CLASSES).index("noise")
+    truth, said = labels[:, noise] > 0, predict_all(load_estimator(out), images)[:, noise] > 0
+    accuracy, majority = float((truth == said).mean()), float(max(truth.mean(), 1 - truth.mean()))
+    print(f"noise present or not: accuracy {accuracy:.3f}, majority {majority:.3f}")
+    # About half the held-out crops are noisy, so always answering one way scores near 0.5.
+    assert majority <= 0.7 and accuracy >= 0.9, (accuracy, majority)
+
+
+def test_the_shipped_omission_config_is_the_default_for_photos(shards, tmp_path):
+    from promptsr.estimator import EstimatorConfig, train_estimator
+
+    photos = shards["train"].parent / "photos_train"
+    config = EstimatorConfig(steps=1, batch=2, width=4)
+    train_estimator(None, None, tmp_path / "e", config, log=lambda _: None, cpu=True, photos=str(photos), workers=0)
+    record = json.loads((tmp_path / "e" / "estimator.json").read_text())
+    assert record["degradation"]["p_omit"] == {"blur": 0.25, "resize1": 0.0, "noise": 0.25, "jpeg": 0.25}
 
 
 def test_training_from_shards_and_the_choice_of_source(shards, tmp_path):
@@ -114,15 +147,12 @@ def test_estimator_eval_prints_accuracy_confusion_and_baseline(trained, shards):
     assert len(rows) == 3  # blur, noise, jpeg matrices
 
 
-def test_suggest_reads_heavy_noise_without_blur(trained, tmp_path):
+def test_suggest_reads_noise_on_a_photo_it_never_saw(trained, shards, tmp_path):
     out, _ = trained
     photo = tmp_path / "coffee.png"
     write_image(photo, load_sample("coffee"))
     cfg = tmp_path / "noisy.yaml"
-    cfg.write_text(
-        "p_omit: {blur: 1.0, jpeg: 1.0}\nresize1: {p_keep: 1.0}\n"
-        "noise: {kinds: {gaussian: 1.0}, p_gray: 0.0, gaussian_sigma: [29.0, 30.0]}\n"
-    )
+    cfg.write_text(SEPARABLE.replace("noise: 0.5", "noise: 0.0"))  # always noisy
     lr = tmp_path / "lr.png"
     r = subprocess.run([SR_DEGRADE, "degrade", str(photo), "-o", str(lr), "--config", str(cfg), "--seed", "3"],
                        capture_output=True, text=True)  # fmt: skip
@@ -130,10 +160,9 @@ def test_suggest_reads_heavy_noise_without_blur(trained, tmp_path):
     r = promptsr("suggest", str(lr), "--estimator", str(out), "--json")
     assert r.returncode == 0, r.stderr
     (rec,) = json.loads(r.stdout)
-    noise, blur = rec["probabilities"]["noise"], rec["probabilities"]["blur"]
-    assert rec["levels"]["noise"] == "heavy", rec
-    assert blur["none"] + blur["light"] > blur["heavy"], rec
-    assert rec["prompt"].endswith("heavy noise, downsample") or "heavy noise" in rec["prompt"]
+    noise = rec["probabilities"]["noise"]
+    assert rec["levels"]["noise"] != "none" and noise["none"] < 0.5, rec
+    assert f"{rec['levels']['noise']} noise" in rec["prompt"] and "blur" not in rec["prompt"], rec
     assert abs(sum(noise.values()) - 1) < 1e-5
     plain = promptsr("suggest", str(lr), "--estimator", str(out))
     assert plain.stdout.strip() == f"{lr}: {rec['prompt']}"
@@ -149,7 +178,7 @@ def test_small_images_are_judged_or_refused_with_their_size(trained, tmp_path):
     assert r.returncode == 2 and "5x4" in r.stderr
 
 
-def test_upscale_prompt_auto_end_to_end_and_refusals(trained, model_dir, tmp_path):  # noqa: F811
+def test_upscale_prompt_auto_end_to_end_and_refusals(trained, model_dir, tmp_path):
     from promptsr.export import copy_estimator
 
     out, _ = trained
@@ -181,7 +210,7 @@ def test_upscale_prompt_auto_end_to_end_and_refusals(trained, model_dir, tmp_pat
     assert "not understood: purple, tint" in r.stderr
 
 
-def test_eval_with_estimated_prompts_uses_the_estimators_prompt_per_image(trained, model_dir, val_shards, tmp_path):  # noqa: F811
+def test_eval_with_estimated_prompts_uses_the_estimators_prompt_per_image(trained, model_dir, val_shards, tmp_path):
     from promptsr.estimator import load_estimator
     from promptsr.evaluate import shard_items
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -12,14 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomized_tiny
+from conftest import read_csv
 
 from promptsr.bicubic import bicubic_upsample
-from promptsr.diffusion import DiffusionConfig
-from promptsr.export import write_model_folder
 from promptsr.metrics import psnr_y, ssim_y
-from sr_degrade import DegradationConfig, read_image
-from sr_degrade.build import BuildOptions, build
+from sr_degrade import read_image
 from sr_degrade.imageio import write_image
 from sr_degrade.samples import load_sample
 from sr_degrade.shards import open_shards
@@ -31,51 +27,6 @@ FAST = ["--steps", "2", "--tile", "64", "--overlap", "16"]
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=300)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-class BatchedEncoder:
-    """MiniLM with the model folder's prompt table encoded in one padded batch (one pass instead of ~260 on a
-    2-core CI). Equal to `encode` up to float rounding; these tests never compare embeddings."""
-
-    def __init__(self, encoder, prompts: list[str]):
-        self.info, self._encoder = encoder.info, encoder
-        ids = [encoder.token_ids(p) for p in prompts]
-        n = max(len(i["input_ids"]) for i in ids)
-        batch = {k: torch.tensor([i[k] + [0] * (n - len(i[k])) for i in ids]) for k in ids[0]}
-        with torch.inference_mode():
-            hidden = encoder.model(**batch).last_hidden_state.to(torch.float16).numpy()
-        self.table = {p: hidden[j, : len(i["input_ids"])] for j, (p, i) in enumerate(zip(prompts, ids))}
-
-    def encode(self, prompt: str) -> np.ndarray:
-        return self.table[prompt] if prompt in self.table else self._encoder.encode(prompt)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from promptsr.export import table_prompts
-    from sr_degrade.embed import load_text_encoder
-
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    cfg = DegradationConfig()
-    encoder = BatchedEncoder(load_text_encoder("minilm"), table_prompts(cfg))
-    write_model_folder(out, randomized_tiny(), encoder, DiffusionConfig(), cfg)
-    return out
-
-
-@pytest.fixture(scope="module")
-def val_shards(tmp_path_factory) -> Path:
-    """Evaluation shards of 3 small real photos (whole images, one fixed degradation each)."""
-    src = tmp_path_factory.mktemp("photos")
-    for name, (y, x) in {"coffee": (100, 200), "chelsea": (60, 150), "astronaut": (40, 200)}.items():
-        write_image(src / f"{name}.png", load_sample(name)[y : y + 64, x : x + 96])
-    out = tmp_path_factory.mktemp("val") / "tinyval"
-    build(BuildOptions(src=str(src), out=out, val=True, text_encoder="minilm", workers=1), progress=False)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomized_tiny
-from test_eval import model_dir, val_shards  # noqa: F401 (module fixtures: a tiny model folder, 3 eval images)
 from typer.testing import CliRunner
 
 from promptsr.cli import app
@@ -109,7 +108,7 @@ def test_draws_are_paired_a_text_blind_model_scores_every_condition_alike():
     assert one["wrong"].mean().item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_validation_logs_the_three_losses_with_their_errors(val_shards, tmp_path):  # noqa: F811
+def test_validation_logs_the_three_losses_with_their_errors(val_shards, tmp_path):
     from accelerate import Accelerator
 
     from promptsr.config import load_train_config
@@ -137,7 +136,7 @@ def test_validation_logs_the_three_losses_with_their_errors(val_shards, tmp_path
     assert {k: records[1][k] for k in SIX} == {k: record[k] for k in SIX}
 
 
-def test_ablate_loss_prints_the_three_conditions(model_dir, val_shards, tmp_path):  # noqa: F811
+def test_ablate_loss_prints_the_three_conditions(model_dir, val_shards, tmp_path):
     runner = CliRunner()
     out = tmp_path / "loss"
     args = ["ablate", "loss", "--model", str(model_dir), "--data", str(val_shards), "--limit", "2", "--draws", "2"]
@@ -156,6 +155,6 @@ def test_ablate_loss_prints_the_three_conditions(model_dir, val_shards, tmp_path
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_sampling_ablations_without_out_get_one_line(model_dir, val_shards):  # noqa: F811
+def test_sampling_ablations_without_out_get_one_line(model_dir, val_shards):
     r = CliRunner().invoke(app, ["ablate", "prompt", "--model", str(model_dir), "--data", str(val_shards)])
     assert r.exit_code == 2 and "needs --out" in r.stderr

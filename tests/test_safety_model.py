@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import randomized_tiny
-from test_eval import model_dir  # noqa: F401 (module fixture: a tiny model folder)
 
 from promptsr.checkpoint import Checkpointer, TrainState
 from promptsr.config import load_train_config
@@ -65,7 +64,7 @@ def test_a_payload_in_any_checkpoint_file_is_refused_and_never_run(tmp_path):
     assert fresh.state.step == 7
 
 
-def test_a_payload_in_any_model_folder_file_is_refused_and_never_run(model_dir, tmp_path):  # noqa: F811
+def test_a_payload_in_any_model_folder_file_is_refused_and_never_run(model_dir, tmp_path):
     ran = tmp_path / "payload_ran"
     files = sorted(p.relative_to(model_dir) for p in model_dir.rglob("*") if p.is_file())
     loaded_files = [f for f in files if not str(f).startswith("scheduler")]  # scheduler/ is written for diffusers users
@@ -93,7 +92,7 @@ def test_a_payload_in_any_model_folder_file_is_refused_and_never_run(model_dir, 
     assert [line for line in r.stderr.splitlines() if line.startswith("error:")]
 
 
-def test_bad_training_values_and_model_metadata_get_one_line(model_dir, tmp_path):  # noqa: F811
+def test_bad_training_values_and_model_metadata_get_one_line(model_dir, tmp_path):
     bad = {
         "optim.lr=-1": "optim.lr",
         "optim.lr=.nan": "optim.lr",
