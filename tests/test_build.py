@@ -12,12 +12,12 @@ import struct
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import fill_pipe, photo_list, wait_for
 
 from sr_degrade import DegradationParams, bins, degrade, parse_prompt, read_image
 from sr_degrade.build import BuildOptions, build, merge_parts
@@ -111,23 +111,28 @@ def test_same_bytes_with_one_and_two_workers(tmp_path):
 
 
 def test_killed_build_resumes_to_identical_shards(tmp_path):
-    args = ["build", "--src", "sample", "--text-encoder", "minilm", "--shard-size", "2", "--crops-per-image", "4"]
-    args += ["--workers", "1"]
-    assert cli(*args, "--out", str(tmp_path / "full")).returncode == 0
+    names = ["astronaut", "chelsea", "coffee", "rocket"]
+    args = ["build", "--text-encoder", "minilm", "--shard-size", "2", "--crops-per-image", "4", "--workers", "1"]
+    args += ["--crop-size", "128"]
+    full = photo_list(tmp_path / "full_src", names)
+    assert cli(*args, "--src", str(full), "--out", str(tmp_path / "full")).returncode == 0
+    # The same list with rocket a named pipe: the build writes the shards of the first three photos, then blocks.
+    waiting = photo_list(tmp_path / "src", names, pipe="rocket")
     out = tmp_path / "killed"
-    proc = subprocess.Popen([EXE, *args, "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (out / "train-000000.tar").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.Popen([EXE, *args, "--src", str(waiting), "--out", str(out)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for((out / "train-000005.tar").exists, proc, "the sixth shard")  # 3 photos x 4 crops / 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    complete = sorted(out.glob("*.tar"))
-    assert 1 <= len(complete) < 12, "the build must have been killed part-way"
+    assert [p.name for p in sorted(out.glob("*.tar"))] == [f"train-{k:06d}.tar" for k in range(6)]
     assert json.loads((out / "build.json").read_text())["status"] == "running"
-    r = cli(*args, "--out", str(out), "--resume")
+    fill_pipe(tmp_path / "src", "rocket")
+    r = cli(*args, "--src", str(waiting), "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr
-    assert "resuming after" in r.stderr
+    assert "resuming after 6 complete shards" in r.stderr
     assert shard_bytes(out) == shard_bytes(tmp_path / "full")
     assert read_index(out) == read_index(tmp_path / "full")
     assert not list(out.glob("*.tmp"))

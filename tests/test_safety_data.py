@@ -16,13 +16,13 @@ import struct
 import subprocess
 import sys
 import tarfile
-import time
 import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import fill_pipe, photo_list, wait_for
 
 from sr_degrade import ImageError, SrDegradeError, read_image
 from sr_degrade.build import BuildOptions, BuildSummary, _unique_keys, _write_index, build
@@ -99,32 +99,30 @@ def test_a_shard_named_like_a_command_is_read_as_a_file(small_build, tmp_path, m
 
 
 def test_a_second_build_on_one_output_is_refused_and_a_killed_holder_frees_it(tmp_path):
+    # The holder's first photo is a named pipe: it holds the lock, has written build.json, and waits there.
+    photos = photo_list(tmp_path / "src", ["astronaut", "chelsea", "coffee", "rocket"], pipe="astronaut")
     out = tmp_path / "o"
-    args = ["build", "--src", "sample", "--no-embed", "--workers", "1", "--crop-size", "64"]
+    args = ["build", "--src", str(photos), "--no-embed", "--workers", "1", "--crop-size", "64"]
     args += ["--crops-per-image", "8", "--shard-size", "4", "--out", str(out)]
     holder = subprocess.Popen([EXE, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lock = out / ".train.lock"
-    deadline = time.time() + 60
-    while time.time() < deadline and holder.poll() is None:
-        held = lock.exists() and lock.read_text().split()[:1] == [str(holder.pid)]
-        if held and (out / "build.json").exists():  # mid-build: its files exist, so only the lock can refuse
-            break
-        time.sleep(0.005)
-    holder.send_signal(signal.SIGSTOP)  # holds the lock, mid-build
     try:
-        assert holder.poll() is None, "the first build ended before it could be paused"
+        held = lambda: lock.exists() and lock.read_text().split()[:1] == [str(holder.pid)]  # noqa: E731
+        wait_for(lambda: held() and (out / "build.json").exists(), holder, "the holder's lock and build.json")
         before = tree(out)
         for extra in ([], ["--resume"], ["--overwrite"]):
             line = one_error_line(cli(*args, *extra))
             assert f"in use by process {holder.pid}" in line and str(out) in line
         assert tree(out) == before  # the refused runs wrote nothing, deleted nothing
-        # Parts of a job array write into one --out side by side.
+        assert holder.poll() is None  # still waiting on its pipe, the lock still its own
+        # Parts of a job array write into one --out side by side (part 1/2: coffee and rocket, no pipe).
         r = cli(*args, "--part", "1/2")
         assert r.returncode == 0, r.stderr
         assert list(out.glob("part1of2-train-*.tar"))
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+    fill_pipe(tmp_path / "src", "astronaut")
     r = cli(*args, "--resume")  # the kernel freed the dead holder's lock
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "build.json").read_text())["status"] == "complete"
@@ -328,7 +326,7 @@ def test_inspect_never_passes_escapes_or_stats_outside_the_folder(small_build, t
 # ---- 11-13. one line for every message, fast refusals, words that match ----------------------------
 
 
-def test_warnings_are_one_line_and_refusals_are_fast(small_build):
+def test_warnings_are_one_line_and_refusals_load_no_heavy_library(small_build):
     r = cli("describe", "--free-text", "heavy blur, sparkles")
     assert r.returncode == 0 and r.stderr.strip().splitlines() == [
         "warning: prompt phrases outside the vocabulary kept as free text: ['sparkles']"
@@ -339,9 +337,7 @@ def test_warnings_are_one_line_and_refusals_are_fast(small_build):
         f"print(app(['build', '--src', 'sample', '--out', {str(small_build)!r}], standalone_mode=False))\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
-    start = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
-    assert time.perf_counter() - start < 5, "a refusal must not wait for heavy libraries"
     assert r.stdout.splitlines() == ["2", "[]"], r.stdout + r.stderr
     assert "already holds a build" in r.stderr
 
