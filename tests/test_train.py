@@ -305,3 +305,37 @@ def test_a_second_run_on_the_same_output_dir_is_refused_with_the_holders_pid(dat
     # The kernel freed the lock with its holder: a run on that folder starts (and resumes nothing: no checkpoint yet).
     third = run([*args, "optim.max_steps=2", "run.checkpoint_every=2"])
     assert third.returncode == 0, third.stderr[-2000:]
+
+
+def test_a_run_of_another_prediction_and_target_trains_validates_exports_and_reloads_them(data, tmp_path, capsys):
+    from accelerate.state import AcceleratorState
+
+    from promptsr.export import export_model, load_model
+    from promptsr.inference import Upscaler
+    from promptsr.train_cli import main
+
+    out = tmp_path / "v_residual"
+    settings = {"diffusion.prediction": "v_prediction", "diffusion.target": "residual", "diffusion.snr_gamma": 5}
+    argv = overrides(data, out, **settings, **{"optim.max_steps": 2, "run.val_every": 2, "run.checkpoint_every": 2})
+    try:
+        assert main(argv) == 0
+    finally:
+        AcceleratorState._reset_state(True)
+    logged = {k for r in metrics(out) for k in r}
+    assert {"val_psnr", "val_eps_true", "val_eps_wrong_minus_true"} <= logged  # sampled and scored, v / residual
+    model = load_model(export_model(out, tmp_path / "model"))
+    d = model.diffusion
+    assert (d.prediction, d.target, d.snr_gamma) == ("v_prediction", "residual", 5)
+    lr = (np.random.default_rng(0).random((12, 16, 3)) * 255).astype(np.uint8)
+    assert Upscaler(model).upscale(lr, "", steps=2).shape == (48, 64, 3)
+    # A folder written before these were settings loads as the paper's epsilon / image, with one notice.
+    diffusion_json = tmp_path / "model" / "diffusion.json"
+    record = json.loads(diffusion_json.read_text())
+    assert record["prediction"] == "v_prediction" and record["target"] == "residual"
+    diffusion_json.write_text(json.dumps({k: v for k, v in record.items() if k not in ("prediction", "target")}))
+    capsys.readouterr()
+    old = load_model(tmp_path / "model")
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert (old.diffusion.prediction, old.diffusion.target) == ("epsilon", "image")
+    assert len(notice) == 1 and "epsilon / image" in notice[0]
+    assert "diffusion.prediction" in refused([*overrides(data, tmp_path / "x"), "diffusion.prediction=x0"], capsys)

@@ -7,6 +7,16 @@ LR image concatenated on the channels and tau(c) the frozen text embeddings. Sam
 diffusers scheduler (DDIM, 50 steps, eta 0 by default) from noise drawn with an explicit
 torch.Generator. The schedule maths are diffusers'; this module only wires them to our model.
 
+What the network predicts, and of what (`DiffusionConfig.prediction` and `.target`; the paper's is
+epsilon / image). `prediction` is diffusers' prediction_type, so every scheduler converts the output
+itself: "epsilon" (the noise), "sample" (x0) or "v_prediction" (v = sqrt(a_t) eps - sqrt(1 - a_t) x0).
+With target "residual" the diffused quantity is HR - up(x) (SRDiff's), the conditioning is unchanged,
+and sampling adds up(x) back. An epsilon model's x0 estimate near t = T is (x_t - sqrt(1 - a_t) eps) /
+sqrt(a_t), its error multiplied by 1 / sqrt(a_t) ~ 150; x0 and v models have no such factor, which is
+why they restore far more from pure noise at a small budget (README, "What the network predicts").
+`snr_gamma` weights the loss by min-SNR-gamma (Hang et al. 2023); `zero_terminal_snr` rescales the
+schedule to end at SNR 0 (Lin et al. 2024).
+
 Clipping (ours, as pixel-space diffusion has done since DDPM). At every step the sampler's estimate of
 the clean image, x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), is clamped to [-1, 1]. Unclipped, an
 early error in eps is divided by sqrt(a_t) ~ 0.007 near t = T and the trajectory explodes into
@@ -31,11 +41,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .diffusion_config import (  # noqa: F401 - re-exported: promptsr.diffusion is where users find them
     CLIP_MODES,
     DEFAULT_CLIP,
+    PREDICTIONS,
+    TARGETS,
     DiffusionConfig,
     check_clip,
     check_strength,
@@ -78,7 +89,56 @@ def sampling_scheduler(name: str, cfg: DiffusionConfig):
     return cls.from_config(kwargs)
 
 
-def epsilon_loss(
+def diffused(hr: torch.Tensor, cond: torch.Tensor, target: str = "image") -> torch.Tensor:
+    """What is diffused (DiffusionConfig.target): the HR image, or its residual over the bicubic `cond`."""
+    return hr - cond if target == "residual" else hr
+
+
+def wanted_output(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the network should output for x0 noised with `noise` at `timesteps`, by the scheduler's
+    prediction_type: the noise, x0 itself, or v = sqrt(a_t) noise - sqrt(1 - a_t) x0."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps)
+    raise ValueError(f"unknown prediction_type {kind!r}")
+
+
+def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al. 2023) of each timestep's output MSE, so that every prediction
+    type weights the x0 error by min(SNR, gamma): epsilon min(SNR, g) / SNR, v min(SNR, g) / (SNR + 1),
+    sample min(SNR, g). (B,) float32."""
+    a = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].double()
+    snr = a / (1 - a).clamp_min(1e-20)
+    clipped = snr.clamp(max=gamma)
+    kind = scheduler.config.prediction_type
+    w = clipped / snr if kind == "epsilon" else clipped / (snr + 1) if kind == "v_prediction" else clipped
+    return w.float()
+
+
+def diffusion_losses(
+    model: Callable,
+    hr: torch.Tensor,
+    cond: torch.Tensor,
+    emb: torch.Tensor,
+    mask: torch.Tensor | None,
+    scheduler,
+    timesteps: torch.Tensor,
+    noise: torch.Tensor,
+    target: str = "image",
+) -> torch.Tensor:
+    """Per-sample MSE (B,) between the network's output and what it should predict (`wanted_output`),
+    the diffused quantity (`diffused`: image or residual) noised with `noise` at `timesteps`."""
+    x0 = diffused(hr, cond, target)
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    pred = model(torch.cat([noisy, cond], dim=1), timesteps, emb, mask)
+    return (pred.float() - wanted_output(scheduler, x0, noise, timesteps).float()).pow(2).mean(dim=(1, 2, 3))
+
+
+def diffusion_loss(
     model: Callable,
     hr: torch.Tensor,
     cond: torch.Tensor,
@@ -88,8 +148,13 @@ def epsilon_loss(
     generator: torch.Generator | None = None,
     timesteps: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    *,
+    target: str = "image",
+    snr_gamma: float = 0.0,
 ) -> torch.Tensor:
-    """Eq. 1: MSE between the noise and its prediction, a timestep per sample.
+    """The training loss, a timestep per sample: Eq. 1 (the noise's MSE) for an epsilon model on the image;
+    for another prediction (the scheduler's prediction_type) or target, the MSE of that output; with
+    `snr_gamma` > 0 each sample is weighted by `snr_weights`.
 
     hr, cond: (B, 3, H, W) in [-1, 1] (cond = bicubic-upsampled LR); emb (B, L, D); mask (B, L) bool.
     `timesteps` and `noise` may be fixed (e.g. to track the loss on a fixed batch).
@@ -103,9 +168,14 @@ def epsilon_loss(
     if noise is None:
         noise = torch.randn(hr.shape, generator=generator, device=where, dtype=hr.dtype)
     timesteps, noise = timesteps.to(hr.device), noise.to(hr.device)
-    noisy = scheduler.add_noise(hr, noise, timesteps)
-    pred = model(torch.cat([noisy, cond], dim=1), timesteps, emb, mask)
-    return F.mse_loss(pred.float(), noise.float())
+    losses = diffusion_losses(model, hr, cond, emb, mask, scheduler, timesteps, noise, target)
+    if snr_gamma > 0:
+        losses = losses * snr_weights(scheduler, timesteps, snr_gamma)
+    return losses.mean()
+
+
+#: The paper's name for the loss (Eq. 1), kept for code written against it.
+epsilon_loss = diffusion_loss
 
 
 def reconfigured(scheduler, **changes):
@@ -126,17 +196,34 @@ def _alpha_bar(a: np.ndarray, t: torch.Tensor) -> float:
     return float(1.0 / (1.0 + sigma**2))
 
 
-def clipped_noise(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-    """The noise estimate recomputed from the clamped x0 ("recompute" clipping, module doc).
+def clipped_output(
+    out: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, prediction: str = "epsilon", bound: float = 1.0
+) -> torch.Tensor:
+    """The model output recomputed from the x0 estimate clamped to [-bound, bound] ("recompute" clipping,
+    module doc), in the same `prediction` type: where nothing is clamped it is `out` exactly.
 
-    eps, x_t: (B, C, H, W) float32; x_t is the model's (variance-preserving) input at a_t = alpha_bar.
+    out, x_t: (B, C, H, W) float32; x_t is the model's (variance-preserving) input at a_t = alpha_bar.
     Neither is modified; at most two image-sized temporaries live at once (the sampler's state may be
     a large image on the host).
     """
     a, s = alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
-    x0 = torch.mul(eps, s).neg_().add_(x_t).div_(a)  # (x_t - s eps) / a, the same roundings
-    x0.sub_(x0.clamp(-1.0, 1.0)).mul_(a / s)
-    return x0.add_(eps)
+    if prediction == "epsilon":
+        x0 = torch.mul(out, s).neg_().add_(x_t).div_(a)  # (x_t - s eps) / a, the same roundings
+    elif prediction == "v_prediction":
+        x0 = torch.mul(out, s).neg_().add_(x_t, alpha=a)  # a x_t - s v
+    else:
+        x0 = out.clone()
+    delta = x0.sub_(x0.clamp(-bound, bound))  # x0 - clamp(x0): what clipping removes
+    if prediction == "epsilon":
+        return delta.mul_(a / s).add_(out)  # eps' = eps + a (x0 - clamp(x0)) / s
+    if prediction == "v_prediction":
+        return delta.div_(s).add_(out)  # v' = v + (x0 - clamp(x0)) / s
+    return delta.neg_().add_(out)  # x0' = clamp(x0)
+
+
+def clipped_noise(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """`clipped_output` of an epsilon model on an image (the noise estimate recomputed from the clamped x0)."""
+    return clipped_output(eps, x_t, alpha_bar, "epsilon", 1.0)
 
 
 def _x0_of(scheduler, out) -> torch.Tensor | None:
@@ -148,8 +235,9 @@ def _x0_of(scheduler, out) -> torch.Tensor | None:
     return x0
 
 
-#: The sampler's view of the model: denoise(x_t, t) -> eps. x_t: (B, 3, H, W) float32, the scheduler's
-#: scaled sample; t: (B,) long tensor of timesteps on x_t's device. Returns the predicted noise, any float
+#: The sampler's view of the model: denoise(x_t, t) -> output. x_t: (B, 3, H, W) float32, the scheduler's
+#: scaled sample (of the image or of its residual: the target); t: (B,) long tensor of timesteps on x_t's
+#: device. Returns the model's output in the scheduler's prediction_type (the noise, x0 or v), any float
 #: dtype, on x_t's device. It must not modify x_t.
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -169,6 +257,7 @@ def sample(
     clip: str = DEFAULT_CLIP,
     x0_callback: Callable[[int, torch.Tensor], None] | None = None,
     strength: float = 1.0,
+    target: str = "image",
 ) -> torch.Tensor:
     """Reverse diffusion from Gaussian noise to an HR image in [-1, 1], conditioned on `cond`.
 
@@ -181,7 +270,7 @@ def sample(
 
     return sample_with(
         denoise, cond.shape, scheduler, steps, start=cond, device=cond.device, generator=generator, noise=noise,
-        eta=eta, callback=callback, clip=clip, x0_callback=x0_callback, strength=strength,
+        eta=eta, callback=callback, clip=clip, x0_callback=x0_callback, strength=strength, target=target,
     )  # fmt: skip
 
 
@@ -201,6 +290,7 @@ def sample_with(
     clip: str = DEFAULT_CLIP,
     x0_callback: Callable[[int, torch.Tensor], None] | None = None,
     strength: float = 1.0,
+    target: str = "image",
 ) -> torch.Tensor:
     """Reverse diffusion of a `shape` (B, 3, H, W) image from Gaussian noise to [-1, 1] through `denoise`.
 
@@ -217,21 +307,31 @@ def sample_with(
     the last round(strength x steps) steps (diffusers' img2img convention; for SR, Chung et al.'s
     "Come-Closer-Diffuse-Faster"): the low frequencies come from the conditioning, which a briefly
     trained model cannot yet restore from pure noise, and sampling is 1 / strength times faster.
+
+    `target` (DiffusionConfig.target): "image" diffuses the image itself; "residual" diffuses the image
+    minus `start` (the bicubic conditioning, then required): x0 estimates are clipped to the residual's
+    range [-2, 2], strength < 1 starts from the zero residual (the bicubic image) noised, and the result
+    is `start` plus the sampled residual. What `denoise` returns is the scheduler's prediction_type.
     """
     import inspect
 
     from diffusers import DDIMScheduler
 
     check_clip(clip)
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+    residual = target == "residual"
+    bound = 2.0 if residual else 1.0  # the x0 estimate's own range (DiffusionConfig.clip_range)
     # Only DDIM keeps the predicted noise apart from x0 (module doc): there "clamp" is its own
-    # clip_sample option; every other scheduler and variant clips by recomputing the noise.
+    # clip_sample option; every other scheduler and variant clips by recomputing the model's output.
     if clip == "clamp" and isinstance(scheduler, DDIMScheduler):
-        scheduler = reconfigured(scheduler, clip_sample=True, clip_sample_range=1.0)
+        scheduler = reconfigured(scheduler, clip_sample=True, clip_sample_range=bound)
     recompute = clip != "none" and not (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding"))
+    prediction = scheduler.config.prediction_type
     alphas = scheduler.alphas_cumprod.double().numpy()  # read once, not at every step
     check_strength(strength)
-    if strength < 1.0 and start is None:
-        raise ValueError("strength < 1 starts from the conditioning: pass it as `start`")
+    if (strength < 1.0 or residual) and start is None:
+        raise ValueError(f"{'a residual target' if residual else 'strength < 1'} needs the conditioning as `start`")
     device = torch.device(device) if device is not None else torch.device("cpu")
     scheduler.set_timesteps(steps)
     x = noise if noise is not None else torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
@@ -242,7 +342,9 @@ def sample_with(
         timesteps = timesteps[begin:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
-        x = scheduler.add_noise(start.to(device, torch.float32), x, timesteps[:1])
+        origin = torch.zeros_like(x) if residual else start.to(device, torch.float32)
+        x = scheduler.add_noise(origin, x, timesteps[:1])
+        del origin
     elif scheduler.init_noise_sigma != 1.0:  # x * 1.0 would only copy the image
         x = x * scheduler.init_noise_sigma
     step_kwargs = {}
@@ -255,9 +357,9 @@ def sample_with(
         x_t = scheduler.scale_model_input(x, t)
         # A tensor, never a Python number: a compiled model would specialise on (recompile for) each value.
         t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        eps = denoise(x_t, t_batch).float()
+        eps = denoise(x_t, t_batch).float()  # the model's output: the noise, x0 or v (prediction)
         if recompute:
-            eps = clipped_noise(eps, x_t, _alpha_bar(alphas, t))
+            eps = clipped_output(eps, x_t, _alpha_bar(alphas, t), prediction, bound)
         del x_t  # image-sized when the scheduler scales its input (Euler)
         out = scheduler.step(eps, t, x, **step_kwargs)
         del eps  # not kept through the next step's denoising: it would be one more image copy
@@ -269,4 +371,6 @@ def sample_with(
         del out
         if callback is not None:
             callback(i + 1, len(timesteps))
+    if residual:
+        x.add_(start.to(device, torch.float32))
     return x.clamp_(-1.0, 1.0)  # x is the scheduler's fresh output: clamped in place, no extra copy

@@ -1,10 +1,11 @@
-"""The diffusion settings as plain data (no torch import): the schedule, the clip variants and the
-strength rule, so that configs and command lines can be checked before torch loads.
+"""The diffusion settings as plain data (no torch import): the schedule, what the network predicts and
+of what, the loss weighting, the clip variants and the strength rule, so that configs and command lines
+can be checked before torch loads.
 `promptsr.diffusion` re-exports everything here and documents what the settings mean."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 #: How sampling clips the x0 estimate (module doc); the first is the default.
 #: "clamp" measured 0.9 dB (300-step demo model, both held-out photos) and 2.2 dB (1200-step model,
@@ -15,6 +16,25 @@ CLIP_MODES = {
     "none": "no clipping",
 }
 DEFAULT_CLIP = "clamp"
+
+
+#: What the network predicts (diffusers' prediction_type); the first is the paper's (Eq. 1).
+PREDICTIONS = {
+    "epsilon": "the noise (the paper's Eq. 1)",
+    "sample": "the clean target x0 itself",
+    "v_prediction": "v = sqrt(a_t) eps - sqrt(1 - a_t) x0 (Salimans and Ho)",
+}
+#: What is diffused; the first is the paper's.
+TARGETS = {
+    "image": "the HR image (the paper's)",
+    "residual": "the HR image minus the bicubic-upsampled LR (SRDiff); sampling adds the bicubic image back",
+}
+
+
+def _choice(field: str, value: object, known: dict[str, str]) -> None:
+    if value not in known:
+        listed = "; ".join(f"{k} ({v})" for k, v in known.items())
+        raise ValueError(f"unknown {field} {value!r}: use one of {listed}")
 
 
 def check_clip(mode: str) -> str:
@@ -44,15 +64,47 @@ class DiffusionConfig:
     beta_end: float = 1e-2  #: linear schedule end
     beta_schedule: str = "linear"
     clip: str = DEFAULT_CLIP  #: how sampling clips the x0 estimate: clamp, recompute or none (CLIP_MODES)
+    prediction: str = "epsilon"  #: what the network predicts (PREDICTIONS); epsilon is the paper's
+    target: str = "image"  #: what is diffused (TARGETS): the HR image (the paper's) or its residual over bicubic
+    #: Min-SNR-gamma loss weighting (Hang et al. 2023): each timestep's loss is weighted so that it counts as
+    #: an x0 loss weighted min(SNR, gamma); 0 is off (Eq. 1's plain mean).
+    snr_gamma: float = 0.0
+    #: diffusers' rescale_betas_zero_snr (Lin et al. 2024): the schedule ends at SNR 0, so sampling from pure
+    #: noise is what training saw at t = T; sampling then starts at t = T - 1 ("trailing" steps). Needs a
+    #: prediction that stays defined at SNR 0 (sample or v_prediction).
+    zero_terminal_snr: bool = False
 
     def __post_init__(self) -> None:
+        from sr_degrade.errors import ConfigError
+
         try:
             check_clip(self.clip)
         except ValueError as e:
-            from sr_degrade.errors import ConfigError
-
             raise ConfigError(f"config field 'diffusion.clip': {e}") from None
+        for name, known in (("prediction", PREDICTIONS), ("target", TARGETS)):
+            try:
+                _choice(name, getattr(self, name), known)
+            except ValueError as e:
+                raise ConfigError(f"config field 'diffusion.{name}': {e}") from None
+        if isinstance(self.snr_gamma, bool) or not isinstance(self.snr_gamma, (int, float)) or self.snr_gamma < 0:
+            raise ConfigError(f"config field 'diffusion.snr_gamma': {self.snr_gamma!r} must be a number >= 0 (0: off)")
+        if not isinstance(self.zero_terminal_snr, bool):
+            raise ConfigError(
+                f"config field 'diffusion.zero_terminal_snr': {self.zero_terminal_snr!r} must be true/false"
+            )
+        if self.zero_terminal_snr and self.prediction == "epsilon":
+            raise ConfigError(
+                "config field 'diffusion.zero_terminal_snr': at SNR 0 the noise says nothing about the image; "
+                "use it with diffusion.prediction=v_prediction or sample"
+            )
+
+    @property
+    def clip_range(self) -> float:
+        """The x0 estimate's own range, where sampling clips it: [-1, 1] for an image, [-2, 2] for a residual
+        (the difference of two images in [-1, 1])."""
+        return 2.0 if self.target == "residual" else 1.0
 
     def scheduler_kwargs(self) -> dict:
-        schedule = {k: v for k, v in asdict(self).items() if k != "clip"}
-        return {**schedule, "prediction_type": "epsilon", "clip_sample": False}
+        schedule = {k: getattr(self, k) for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")}
+        extra = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if self.zero_terminal_snr else {}
+        return {**schedule, "prediction_type": self.prediction, "clip_sample": False, **extra}

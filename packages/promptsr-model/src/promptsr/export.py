@@ -202,12 +202,20 @@ class PromptSRModel:
 
 
 def _diffusion_config(folder: Path) -> DiffusionConfig:
-    """diffusion.json; a folder written before sampling clipped (no "clip" key) clips by default, with a notice."""
+    """diffusion.json. A folder written before sampling clipped (no "clip" key) clips by default, and one
+    written before prediction and target were settings loads as epsilon / image (their defaults, the
+    paper's), each with a one-line notice."""
     data = _read_json(folder / "diffusion.json")
     if "clip" not in data:
         print(
             f"note: {folder} was exported before clip settings existed: sampling clips x0 to [-1, 1] "
             f"({DEFAULT_CLIP}); --no-clip turns it off",
+            file=sys.stderr,
+        )
+    if "prediction" not in data or "target" not in data:
+        print(
+            f"note: {folder} records no prediction or target (exported before they were settings): "
+            "loading it as an epsilon / image model, the paper's",
             file=sys.stderr,
         )
     try:

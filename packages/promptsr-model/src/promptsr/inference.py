@@ -431,7 +431,7 @@ class Upscaler:
         result = sample_with(
             denoise, cond.shape, sampling_scheduler(scheduler, self.model.diffusion), steps, start=cond,
             device=where, generator=torch.Generator().manual_seed(seed), callback=callback, clip=clip,
-            strength=strength,
+            strength=strength, target=self.model.diffusion.target,
         )  # fmt: skip
         del denoise
         return _to_uint8(result, cond, h * s, w * s, color)

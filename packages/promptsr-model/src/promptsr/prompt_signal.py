@@ -1,4 +1,8 @@
-"""A cheap, always-on learning signal for prompts: held-out epsilon losses under the true, empty and wrong prompt.
+"""A cheap, always-on learning signal for prompts: held-out losses under the true, empty and wrong prompt.
+
+The loss is the training loss in the model's own parametrisation (DiffusionConfig.prediction / target:
+the epsilon loss of Eq. 1 for the paper's epsilon / image; the x0 or v loss, of the image or of its
+residual over bicubic, otherwise). The metric names keep their val_eps_ prefix whatever it is.
 
 The direction of the paper's Table 1 (with vs without prompt), measured in minutes instead of a sampling
 evaluation. Every held-out sample is noised at a few timesteps with a few noise draws, and the very same
@@ -33,6 +37,8 @@ from sr_degrade.config import DegradationConfig
 from sr_degrade.errors import SrDegradeError
 from sr_degrade.params import DegradationParams
 from sr_degrade.text import COMPONENTS, bins, parse_prompt, phrase
+
+from .diffusion import diffused, wanted_output
 
 #: The prompt conditions, in report order; "true" is the reference of the differences.
 CONDITIONS: tuple[str, ...] = ("true", "empty", "wrong")
@@ -92,14 +98,17 @@ def paired_draw_losses(
     scheduler,
     draws: int = 4,
     generator: torch.Generator | None = None,
+    target: str = "image",
 ) -> dict[str, torch.Tensor]:
-    """Per-(sample, draw) epsilon losses (B, draws) of each condition, on the same t and noise for all.
+    """Per-(sample, draw) losses (B, draws) of each condition, on the same t and noise for all: the training
+    loss in the model's parametrisation (the scheduler's prediction_type, on `target`: image or residual;
+    the epsilon loss of Eq. 1 for the paper's).
 
     hr, cond: (B, 3, H, W) in [-1, 1]; embs: condition -> (emb (B, L, D), mask (B, L) or None);
     scheduler: the training schedule (its add_noise and num_train_timesteps). Draw k takes its timestep
     uniformly from the k-th of `draws` equal strata of [0, T), so a few draws cover the schedule. The draws
     come from `generator` on the CPU (reproducible on any device); one forward pass of B per draw and
-    condition (the memory of a sampling step). The loss is paper Eq. 1 per sample (`epsilon_loss`'s maths).
+    condition (the memory of a sampling step). The loss is `diffusion_losses`' per sample, unweighted.
     """
     if draws < 1:
         raise SrDegradeError(f"draws must be at least 1, got {draws}")
@@ -109,10 +118,12 @@ def paired_draw_losses(
         u = torch.rand(b, generator=generator, dtype=torch.float64)
         t = ((k + u) * n_t / draws).floor().long().clamp_(0, n_t - 1).to(hr.device)
         noise = torch.randn(hr.shape, generator=generator, dtype=torch.float32).to(hr.device, hr.dtype)
-        x = torch.cat([scheduler.add_noise(hr, noise, t), cond], dim=1)
+        x0 = diffused(hr, cond, target)
+        x = torch.cat([scheduler.add_noise(x0, noise, t), cond], dim=1)
+        wanted = wanted_output(scheduler, x0, noise, t).float()
         for name, (emb, mask) in embs.items():
             pred = model(x, t, emb.to(hr.device), None if mask is None else mask.to(hr.device))
-            out[name][:, k] = (pred.float() - noise.float()).pow(2).mean(dim=(1, 2, 3)).cpu()
+            out[name][:, k] = (pred.float() - wanted).pow(2).mean(dim=(1, 2, 3)).cpu()
     return out
 
 
@@ -222,7 +233,8 @@ def ablate_loss(
             hr_t = to_model_range(torch.from_numpy(hr).permute(2, 0, 1)[None].float().div(255.0)).to(device)
             lr_t = to_model_range(torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255.0)).to(device)
             cond = bicubic_upsample(lr_t, scale)
-            for name, v in paired_draw_losses(net, hr_t, cond, embs, scheduler, draws, gen).items():
+            losses_of = paired_draw_losses(net, hr_t, cond, embs, scheduler, draws, gen, model.diffusion.target)
+            for name, v in losses_of.items():
                 losses[name].append(v)
             count += 1
         if count == 0:
@@ -234,6 +246,8 @@ def ablate_loss(
         "model": str(getattr(model, "folder", "")),
         "draws": draws,
         "seed": seed,
+        "prediction": model.diffusion.prediction,
+        "target": model.diffusion.target,
         "crop": crop,
         "conditions": list(CONDITIONS),
         "wrong_rule": "blur/noise/jpeg: light<->heavy, medium->heavy; resize1: upsample<->downsample, "
@@ -247,9 +261,12 @@ def _num(x: float, digits: int = 4) -> str:
 
 
 def loss_markdown(record: Mapping[str, Any]) -> str:
-    """One table per dataset: condition, mean epsilon loss, SE, and the paired difference vs true ± SE."""
+    """One table per dataset: condition, mean loss, SE, and the paired difference vs true ± SE."""
     lines = [
-        "# Prompt signal: held-out epsilon loss under the true, empty and wrong prompt",
+        "# Prompt signal: held-out loss under the true, empty and wrong prompt",
+        "",
+        f"The training loss of a {record.get('prediction', 'epsilon')} / {record.get('target', 'image')} model "
+        "(what it predicts / of what; epsilon / image is the paper's Eq. 1).",
         "",
         f"{record['draws']} paired draws per image (same t and noise for every condition), seed {record['seed']}, "
         f"HR centre crop {record['crop'] or 'whole image'}. Expected once the model reads its prompt: "
@@ -288,6 +305,7 @@ def held_out_signal(
     draws: int = 4,
     seed: int = 0,
     prefix: str = "val_eps_",
+    target: str = "image",
 ) -> dict[str, float]:
     """The trainer's validation signal: `paired_draw_losses`, summarised, under the true prompts (`true` = their (emb,
     mask)), the empty prompt and each sample's `wrong_prompt`, encoded by `embed(prompts) -> (emb, mask)`;
@@ -296,4 +314,4 @@ def held_out_signal(
     b = hr.shape[0]
     embs = {"true": true, "empty": embed([""] * b), "wrong": embed([wrong_prompt(p, degradation) for p in params])}
     gen = torch.Generator().manual_seed(seed)
-    return flat(summarise(paired_draw_losses(model, hr, cond, embs, scheduler, draws, gen)), prefix)
+    return flat(summarise(paired_draw_losses(model, hr, cond, embs, scheduler, draws, gen, target)), prefix)

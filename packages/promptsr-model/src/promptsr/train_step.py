@@ -1,6 +1,7 @@
 """One optimisation step of PromptSR, and the speed settings it runs with.
 
-    step = TrainStep(accelerator, model, optimizer, train_scheduler(cfg.diffusion), grad_clip=1.0, speed=speed)
+    step = TrainStep(accelerator, model, optimizer, train_scheduler(cfg.diffusion), grad_clip=1.0, speed=speed,
+                     diffusion=cfg.diffusion)
     loss, ok = step(batch)          # forward, backward, clip, Adam; skipped on every rank when non-finite
 
 The trainer's loop and bench/train.py both call this object, so a benchmark figure is a figure of
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .diffusion import epsilon_loss
+from .diffusion import DiffusionConfig, diffusion_loss
 from .speed import compile_backend, enable_tf32, notice, wanted
 from .train_data import Batch
 
@@ -98,7 +99,11 @@ class TrainStep:
         noise_scheduler: Any,
         grad_clip: float = 0.0,
         speed: Speed = Speed(),
+        diffusion: DiffusionConfig | None = None,
     ):
+        # `diffusion` gives the target and the loss weighting; `noise_scheduler` (train_scheduler of the same
+        # config) the schedule and the prediction type.
+        self.diffusion = diffusion if diffusion is not None else DiffusionConfig()
         self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
         self.noise_scheduler, self.grad_clip, self.speed = noise_scheduler, grad_clip, speed
         self.forward: Callable = model
@@ -113,7 +118,9 @@ class TrainStep:
             return self.forward(x, t, emb, mask)
 
         with self.accelerator.autocast():
-            return epsilon_loss(denoiser, *batch, self.noise_scheduler)
+            return diffusion_loss(
+                denoiser, *batch, self.noise_scheduler, target=self.diffusion.target, snr_gamma=self.diffusion.snr_gamma
+            )
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """The loss of `batch` under the step's settings; the first call checks that compilation

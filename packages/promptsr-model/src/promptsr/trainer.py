@@ -33,7 +33,7 @@ from sr_degrade.progress import Progress
 
 from .checkpoint import Checkpointer, TrainState, _digest
 from .config import TrainConfig
-from .diffusion import epsilon_loss, train_scheduler
+from .diffusion import DiffusionConfig, diffusion_loss, train_scheduler
 from .train_cli import main  # the entry point, apart so that bad arguments fail before torch loads
 from .train_data import Batch, TrainData, TrainingError
 from .train_step import TrainStep, make_optimizer, peak_memory_gib, resolve_speed
@@ -78,8 +78,9 @@ def make_accelerator(cfg: TrainConfig):
 class FixedLoss:
     """The loss on one fixed batch, timesteps and noise: a training curve without sampling noise."""
 
-    def __init__(self, batch: Batch, num_train_timesteps: int):
+    def __init__(self, batch: Batch, diffusion: DiffusionConfig):
         gen = torch.Generator().manual_seed(12345)
+        num_train_timesteps, self.diffusion = diffusion.num_train_timesteps, diffusion
         b, device = batch.hr.shape[0], batch.hr.device
         self.batch = batch
         self.t = torch.randint(0, num_train_timesteps, (b,), generator=gen).to(device)
@@ -88,7 +89,10 @@ class FixedLoss:
     @torch.no_grad()
     def __call__(self, accelerator, model, noise_scheduler) -> float:
         with accelerator.autocast():
-            loss = epsilon_loss(model, *self.batch, noise_scheduler, timesteps=self.t, noise=self.noise)
+            loss = diffusion_loss(
+                model, *self.batch, noise_scheduler, timesteps=self.t, noise=self.noise,
+                target=self.diffusion.target, snr_gamma=self.diffusion.snr_gamma,
+            )  # fmt: skip
         return float(accelerator.reduce(loss.detach(), "mean"))
 
 
@@ -207,9 +211,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.data.val and accelerator.is_main_process:
             validator = Validator(cfg, data.embedder, data.scale, accelerator.unwrap_model(model).size_multiple)
 
-        step_fn = TrainStep(accelerator, model, optimizer, noise_scheduler, cfg.optim.grad_clip, speed)
+        step_fn = TrainStep(accelerator, model, optimizer, noise_scheduler, cfg.optim.grad_clip, speed, cfg.diffusion)
         batches = iter(data.loader(per_rank, state.step))
-        fixed_loss = FixedLoss(data.to_device(next(batches), device), cfg.diffusion.num_train_timesteps)
+        fixed_loss = FixedLoss(data.to_device(next(batches), device), cfg.diffusion)
         log = MetricsLog(accelerator, out / "metrics.jsonl")
         if state.step == 0:
             log(0, {"fixed_loss": fixed_loss(accelerator, model, noise_scheduler)})

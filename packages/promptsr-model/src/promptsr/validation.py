@@ -60,7 +60,10 @@ class Validator:
             gen = torch.Generator().manual_seed(cfg.run.seed)
             scheduler = sampling_scheduler("ddim", cfg.diffusion)
             with accelerator.autocast():
-                sr = sample(net, cond, emb, mask, scheduler, cfg.run.val_steps, generator=gen, clip=cfg.diffusion.clip)
+                sr = sample(
+                    net, cond, emb, mask, scheduler, cfg.run.val_steps, generator=gen, clip=cfg.diffusion.clip,
+                    target=cfg.diffusion.target,
+                )  # fmt: skip
             signal = self._signal(accelerator, net, batch, cond, emb, mask, step)
         finally:
             net.train()
@@ -79,6 +82,7 @@ class Validator:
                     net, to_model_range(batch["hr"].to(accelerator.device)), cond, (emb, mask), batch["params"],
                     lambda prompts: self.embedder(prompts, [None] * len(prompts)),
                     train_scheduler(self.cfg.diffusion), self.degradation, seed=self.cfg.run.seed,
+                    target=self.cfg.diffusion.target,
                 )  # fmt: skip
         except (SrDegradeError, OSError) as e:
             accelerator.print(f"warning: val_eps_* not computed at step {step}: {e}")
