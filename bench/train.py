@@ -73,7 +73,8 @@ def measure(preset: str, batch: int, size: int, dtype: str, steps: int, warmup: 
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), cfg.optim, speed)
     model, optimizer = accelerator.prepare(model, optimizer)
-    step = TrainStep(accelerator, model, optimizer, train_scheduler(cfg.diffusion), cfg.optim.grad_clip, speed, cfg.diffusion)
+    noise_scheduler = train_scheduler(cfg.diffusion)
+    step = TrainStep(accelerator, model, optimizer, noise_scheduler, cfg.optim.grad_clip, speed, cfg.diffusion)
     for _ in range(warmup):
         step(next(batches))
     if device.type == "cuda":
