@@ -148,3 +148,8 @@ def test_unknown_or_impossible_settings_are_refused_with_the_known_ones():
     ddim.set_timesteps(10)
     assert int(ddim.timesteps[0]) == 1999  # trailing: sampling starts where SNR is 0
     assert DiffusionConfig().scheduler_kwargs()["prediction_type"] == "epsilon"  # the paper's, by default
+    with pytest.raises(ConfigError, match="timestep_spacing.*'last'.*trailing"):
+        DiffusionConfig(timestep_spacing="last")
+    one = sampling_scheduler("ddim", DiffusionConfig(prediction="sample", timestep_spacing="trailing"))
+    one.set_timesteps(1)
+    assert one.timesteps.tolist() == [1999]  # one step from pure noise runs at t = T - 1 (leading: at t = 0)

@@ -31,6 +31,10 @@ TARGETS = {
 }
 
 
+#: diffusers' timestep spacings (DiffusionConfig.timestep_spacing).
+SPACINGS = ("leading", "trailing", "linspace")
+
+
 def _choice(field: str, value: object, known: dict[str, str]) -> None:
     if value not in known:
         listed = "; ".join(f"{k} ({v})" for k, v in known.items())
@@ -73,6 +77,10 @@ class DiffusionConfig:
     #: noise is what training saw at t = T; sampling then starts at t = T - 1 ("trailing" steps). Needs a
     #: prediction that stays defined at SNR 0 (sample or v_prediction).
     zero_terminal_snr: bool = False
+    #: Where sampling places its steps (diffusers' timestep_spacing): None keeps each scheduler's own default
+    #: (DDIM "leading": 50 steps run t = 1960 ... 0, and 1 step runs t = 0 alone); "trailing" ends at t = T - 1
+    #: whatever the step count, which few-step sampling from pure noise needs; "linspace".
+    timestep_spacing: str | None = None
 
     def __post_init__(self) -> None:
         from sr_degrade.errors import ConfigError
@@ -92,6 +100,11 @@ class DiffusionConfig:
             raise ConfigError(
                 f"config field 'diffusion.zero_terminal_snr': {self.zero_terminal_snr!r} must be true/false"
             )
+        if self.timestep_spacing not in (None, *SPACINGS):
+            raise ConfigError(
+                f"config field 'diffusion.timestep_spacing': {self.timestep_spacing!r} is not one of "
+                f"{', '.join(SPACINGS)} (or null: each scheduler's default)"
+            )
         if self.zero_terminal_snr and self.prediction == "epsilon":
             raise ConfigError(
                 "config field 'diffusion.zero_terminal_snr': at SNR 0 the noise says nothing about the image; "
@@ -106,5 +119,7 @@ class DiffusionConfig:
 
     def scheduler_kwargs(self) -> dict:
         schedule = {k: getattr(self, k) for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")}
-        extra = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"} if self.zero_terminal_snr else {}
+        extra: dict = {"timestep_spacing": self.timestep_spacing} if self.timestep_spacing else {}
+        if self.zero_terminal_snr:
+            extra = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
         return {**schedule, "prediction_type": self.prediction, "clip_sample": False, **extra}
