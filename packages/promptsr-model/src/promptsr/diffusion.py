@@ -221,11 +221,6 @@ def clipped_output(
     return delta.neg_().add_(out)  # x0' = clamp(x0)
 
 
-def clipped_noise(eps: torch.Tensor, x_t: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-    """`clipped_output` of an epsilon model on an image (the noise estimate recomputed from the clamped x0)."""
-    return clipped_output(eps, x_t, alpha_bar, "epsilon", 1.0)
-
-
 def _x0_of(scheduler, out) -> torch.Tensor | None:
     """The x0 estimate the scheduler used in its last step: DDIM, DDPM and Euler return it;
     the multistep solvers (DPM-Solver++, UniPC) keep it as their latest model output."""
