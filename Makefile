@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.promptsr-installed
 OUT    ?= demo_out
 export HF_HUB_OFFLINE = 1
 
-.PHONY: setup constraints freeze-constraints demo demo-seeds small-cpu figures app test lint format bench dist clean
+.PHONY: setup constraints freeze-constraints demo demo-seeds photos small-cpu figures app test lint format bench dist clean
 
 setup: $(STAMP)
 
@@ -80,6 +80,14 @@ demo: setup
 # each held-out photo upscaled as the demo does, with and without the colour fix; prints a table.
 demo-seeds: setup
 	$(BIN)/python tools/demo_seeds.py --out $(OUT) --steps $(DEMO_STEPS) --strength $(DEMO_STRENGTH) --reuse-demo
+
+# Real photographs to learn from (tools/photos.sh): Debian's mate-backgrounds nature photos (GPL-2+), fetched
+# with apt-get download and unpacked, no install, no root; with the bundled photos and three list files
+# splitting them by photo: $(PHOTOS)/train.txt, select.txt (recipes are chosen on these), report.txt (figures).
+PHOTOS ?= photos
+
+photos:
+	tools/photos.sh $(PHOTOS)
 
 # The longer CPU recipe (about 15 minutes of training on 2 cores, then a 50-step evaluation): same photos
 # and holdout as the demo.

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from sr_degrade.build import BuildOptions, build
 from sr_degrade.errors import SrDegradeError
 from sr_degrade.shards import open_shards
-from sr_degrade.torch import DegradeOnTheFly, ShardDataset, collate
+from sr_degrade.torch import DegradeOnTheFly, Interleaved, ShardDataset, collate
 
 K = 2  # crops per image; 6 bundled photos -> 12 samples an epoch
 
@@ -120,6 +120,48 @@ def test_set_epoch_reaches_persistent_workers_and_images_decode_once():
         return sum(a != b for a, b in itertools.pairwise(stems))
 
     assert changes(0) == 5 and changes(8) > 8
+
+
+def stem_and_crop(key: str) -> tuple[str, int]:
+    stem, crop = key.rsplit("_c", 1)
+    return stem, int(crop)
+
+
+def test_interleaved_takes_photos_in_turn_and_every_epoch_brings_new_samples():
+    data = DegradeOnTheFly("sample", crop=64, crops_per_image=3, seed=2, shuffle=0)
+    items = list(Interleaved(data, seed=5, start=1, stop=3))
+    keys = [stem_and_crop(it["key"]) for it in items]
+    # two epochs of 6 photos x 3 crops: each (photo, crop) once, crops 3-5 then 6-8 (epoch e: e * 3 + c)
+    assert len(set(keys)) == len(keys) == 36
+    assert sorted({c for _, c in keys[:18]}) == [3, 4, 5] and sorted({c for _, c in keys[18:]}) == [6, 7, 8]
+    # in turn: each run of 6 is one crop of every photo, in a fresh order per round
+    rounds = [keys[i : i + 6] for i in range(0, 36, 6)]
+    assert all(len({stem for stem, _ in r}) == 6 and len({c for _, c in r}) == 1 for r in rounds)
+    assert len({tuple(stem for stem, _ in r) for r in rounds}) > 1
+    # the samples are DegradeOnTheFly's own (the builder's), and raw=True yields the same as uint8 arrays
+    data.set_epoch(2)
+    assert {it["key"]: digest(it) for it in data} == {it["key"]: digest(it) for it in items[18:]}
+    key, hr, lr, prompt, _ = next(iter(Interleaved(data, seed=5, start=1, stop=2, raw=True)))
+    assert (key, prompt) == (items[0]["key"], items[0]["prompt"]) and hr.dtype == np.uint8
+
+    def chw(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).permute(2, 0, 1) / 255.0
+
+    assert digest({"gt": chw(hr), "lq": chw(lr), "prompt": prompt}) == digest(items[0])
+    # endless when stop is None
+    assert len(list(itertools.islice(Interleaved(data, stop=None), 100))) == 100
+
+
+@pytest.mark.parametrize("world", [2, 8])
+def test_interleaved_readers_share_an_epoch_without_overlap(world):
+    """Ranks x DataLoader workers split an epoch: with fewer photos than readers (8 > 6) too, no sample
+    twice and none missing."""
+    seen: list[str] = []
+    for rank in range(world // 2):
+        data = DegradeOnTheFly("sample", crop=64, crops_per_image=4, seed=0, rank=rank, world_size=world // 2)
+        loader = DataLoader(Interleaved(data), batch_size=1, num_workers=2, collate_fn=collate)
+        seen += [k for batch in loader for k in batch["key"]]
+    assert len(seen) == len(set(seen)) == 24
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 7 worker processes")

@@ -339,3 +339,35 @@ def test_a_run_of_another_prediction_and_target_trains_validates_exports_and_rel
     assert (old.diffusion.prediction, old.diffusion.target) == ("epsilon", "image")
     assert len(notice) == 1 and "epsilon / image" in notice[0]
     assert "diffusion.prediction" in refused([*overrides(data, tmp_path / "x"), "diffusion.prediction=x0"], capsys)
+
+
+def test_photos_degraded_afresh_every_epoch_train_a_run_without_shards(data, tmp_path, capsys):
+    import itertools
+
+    from accelerate.state import AcceleratorState
+
+    from promptsr.train_cli import main
+    from promptsr.train_data import TrainData
+
+    photos = {"data.photos": "sample", "data.text_encoder": "minilm", "data.photo_crop": 64, "data.crops_per_photo": 2}
+    cfg = load_train_config(None, overrides(data, tmp_path / "p", **photos))
+    samples = list(itertools.islice(TrainData(cfg).loader(8, 0).dataset, 24))
+    crops = [int(s.key.rsplit("_c", 1)[1]) for s in samples]
+    # 6 photos x 2 crops an epoch: the second epoch brings new crops and degradations (crop indices 2, 3)
+    assert sorted(crops[:12]) == [0] * 6 + [1] * 6 and sorted(crops[12:]) == [2] * 6 + [3] * 6
+    assert len({s.key for s in samples}) == 24 and len({s.lr.tobytes() for s in samples}) == 24
+    assert all(s.hr.shape == (64, 64, 3) and s.lr.shape == (16, 16, 3) and s.emb is None for s in samples)
+    # resumed at step 3 (3 x 8 samples = 2 epochs of 12), the stream starts with epoch 2, not epoch 0 again
+    assert TrainData(cfg).loader(8, 3).dataset.start == 2
+
+    out = tmp_path / "run"
+    steps = {"optim.max_steps": 3, "run.val_every": 3, "run.checkpoint_every": 3, "data.train": tmp_path / "none"}
+    try:
+        assert main(overrides(data, out, **photos, **steps)) == 0  # data.train names nothing: it is not read
+    finally:
+        AcceleratorState._reset_state(True)
+    assert "data: 6 photos of sample, degraded afresh every epoch of 12 samples" in capsys.readouterr().out
+    assert {"val_psnr", "loss"} <= {k for r in metrics(out) for k in r}
+    assert load_train_config(out / "config.yaml").data.photos == "sample"
+    assert "data.text_encoder" in refused([*overrides(data, out, **photos), "data.text_encoder=null"], capsys)
+    assert "nowhere" in refused([*overrides(data, out, **photos), f"data.photos={tmp_path / 'nowhere'}"], capsys)

@@ -33,6 +33,12 @@ class DataConfig:
     #: Encoder for prompts encoded live; None: the shards' own encoder. Stored embeddings are used
     #: as they are whenever the prompt is the stored one.
     text_encoder: str | None = None
+    #: Photos degraded afresh every epoch instead of the shards of `train` (which is then not read): what
+    #: `sr-degrade build --src` takes (a folder, a list file, 'sample', a named source). Needs `text_encoder`
+    #: (each prompt is encoded live, once) and uses the paper's degradation config.
+    photos: str | None = None
+    photo_crop: int = 128  #: with `photos`: the HR side each degradation runs on (`crop` is cut from it)
+    crops_per_photo: int = 64  #: with `photos`: samples per photo and epoch (each epoch: new crops, new degradations)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("data.crop", lambda v: v > 0, "a positive HR crop side, a multiple of the scale and of the model's size multiple"),
     ("data.num_workers", lambda v: v >= 0, "an integer >= 0"),
     ("data.shuffle_buffer", lambda v: v >= 0, "an integer >= 0"),
+    ("data.photo_crop", lambda v: v > 0, "a positive HR side, a multiple of the scale, at least data.crop"),
+    ("data.crops_per_photo", _at_least_1, "an integer >= 1"),
     ("diffusion.num_train_timesteps", _at_least_1, "an integer >= 1 (the paper's T = 2000)"),
     ("diffusion.beta_start", lambda v: 0 < v < 1, "a number in (0, 1)"),
     ("diffusion.beta_end", lambda v: 0 < v < 1, "a number in (0, 1)"),
@@ -136,6 +144,18 @@ class TrainConfig:
                 f"config field 'run.compile' = {self.run.compile!r}: use auto, true, false or a torch.compile "
                 "backend name"
             )
+        if self.data.photos is not None:
+            if not isinstance(self.data.photos, str) or not self.data.photos:
+                raise ConfigError(f"config field 'data.photos' = {self.data.photos!r}: a folder, list file or name")
+            if not self.data.text_encoder:
+                raise ConfigError(
+                    "config field 'data.photos' needs 'data.text_encoder' (e.g. minilm): the prompts of fresh "
+                    "degradations are encoded live"
+                )
+            if self.data.photo_crop < self.data.crop:
+                raise ConfigError(
+                    f"config field 'data.photo_crop' = {self.data.photo_crop}: at least data.crop ({self.data.crop})"
+                )
         for key, ok, expected in _RANGES:
             section, name = key.split(".")
             value = getattr(getattr(self, section), name)

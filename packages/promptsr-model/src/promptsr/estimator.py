@@ -294,41 +294,6 @@ class _ShardCrops:
             yield _random_crops(self.images, idx, self.config.crop, self.rng), self.lab_t[idx]
 
 
-class _Interleaved(torch.utils.data.IterableDataset):
-    """The crops of a `DegradeOnTheFly` (its pure `sample`, so each crop and its degradation are the
-    builder's), the photos taken in turn: each DataLoader worker decodes a window of up to WINDOW of its
-    photos and yields one crop of each per round, in a fresh order every round. DegradeOnTheFly's own
-    order keeps one photo's crops together (decoded once, mixed by a buffer); with a few photos cropped
-    thousands of times, that streamed them one after another, and the network, its BatchNorm statistics
-    above all, ended the run fitted to the last photo (held-out accuracy on a case separable by
-    construction swung with the seed from chance to 0.95)."""
-
-    WINDOW = 16
-
-    def __init__(self, dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
-
-    def __iter__(self):
-        from torch.utils.data import get_worker_info
-
-        from sr_degrade.imageio import read_image
-
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if info is not None:
-            import cv2
-
-            cv2.setNumThreads(1)
-        mine = list(range(worker, len(self.dataset.images), workers))
-        rng = np.random.default_rng([self.seed, worker, 17])
-        for start in range(0, len(mine), self.WINDOW):
-            window = mine[start : start + self.WINDOW]
-            full = {i: read_image(self.dataset.images[i].path, self.dataset.max_pixels) for i in window}
-            for c in range(self.dataset.crops_per_image):
-                for i in rng.permutation(window):
-                    yield self.dataset.sample(int(i), c, 0, full[int(i)])
-
-
 class _FreshCrops:
     """Training batches degraded on the fly (`sr_degrade.torch.DegradeOnTheFly`, photos interleaved):
     every crop of every photo gets a new degradation, so a few photos give as many distinct labelled
@@ -337,7 +302,7 @@ class _FreshCrops:
     def __init__(self, photos: Any, cfg: DegradationConfig, config: EstimatorConfig, workers: int):
         from torch.utils.data import DataLoader
 
-        from sr_degrade.torch import DegradeOnTheFly, collate
+        from sr_degrade.torch import DegradeOnTheFly, Interleaved, collate
 
         self.cfg, self.scale, self.degradation = cfg, cfg.scale, cfg.to_dict()
         self.dataset = DegradeOnTheFly(photos, cfg, crop=config.crop * cfg.scale, seed=config.seed, shuffle=0)
@@ -347,7 +312,7 @@ class _FreshCrops:
         needed = (config.steps + max(workers, 1)) * config.batch
         self.dataset.crops_per_image = -(-needed // len(self.dataset.images))
         self.loader = DataLoader(
-            _Interleaved(self.dataset, config.seed), batch_size=config.batch, num_workers=workers,
+            Interleaved(self.dataset, config.seed), batch_size=config.batch, num_workers=workers,
             collate_fn=collate, drop_last=True,
         )  # fmt: skip
         self.photos = len(self.dataset.images)

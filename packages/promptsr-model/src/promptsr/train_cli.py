@@ -25,9 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         from sr_degrade.shards import shard_files
 
         cfg = load_train_config(args.config, args.overrides)
-        for pattern in (cfg.data.train, cfg.data.val):
+        for pattern in (None if cfg.data.photos else cfg.data.train, cfg.data.val):
             if pattern:
                 shard_files(pattern)  # no shards: refused now, not after the model is built
+        if cfg.data.photos:
+            from sr_degrade.sources import open_source
+
+            open_source(cfg.data.photos)  # a missing folder or list file: refused now too
         from .trainer import train  # torch, accelerate and diffusers load here
 
         result = train(cfg)

@@ -1,8 +1,10 @@
-"""What the trainer feeds the model: shards, prompts re-rendered per sample, embeddings, device batches.
+"""What the trainer feeds the model: shards or fresh degradations, prompts re-rendered per sample,
+embeddings, device batches.
 
 Every rank (and DataLoader worker) streams its own resampled shards through `sr_degrade.open_shards`
-(aligned random crops and flips); the DataLoader is not prepared by Accelerate, so no batch is
-dispatched from rank 0. Prompts can be re-rendered per sample from the stored parameters in another
+(aligned random crops and flips), or, with `data.photos`, its own share of the photos degraded afresh
+every epoch (`FreshPhotos`); the DataLoader is not prepared by Accelerate, so no batch is dispatched
+from rank 0. Prompts can be re-rendered per sample from the stored parameters in another
 format (`data.prompt_formats`); those are encoded live through `sr_degrade.embed` (each unique prompt
 once), and the stored embeddings are used whenever the prompt is the stored one.
 
@@ -22,7 +24,15 @@ import torch
 
 from sr_degrade.config import DegradationConfig
 from sr_degrade.errors import SrDegradeError
-from sr_degrade.shards import ShardSample, collate, decode_sample, open_shards, pad_embeddings, shard_files
+from sr_degrade.shards import (
+    ShardSample,
+    aligned_crop,
+    collate,
+    decode_sample,
+    open_shards,
+    pad_embeddings,
+    shard_files,
+)
 from sr_degrade.text import describe
 
 from .bicubic import bicubic_upsample, to_model_range
@@ -102,6 +112,43 @@ class PromptEmbedder:
         return len(self.cache) if self.cache is not None else 0
 
 
+class FreshPhotos(torch.utils.data.IterableDataset):
+    """`data.photos`: an endless stream of training samples degraded afresh, epoch after epoch, from photos.
+
+    `sr_degrade.torch.DegradeOnTheFly` draws each sample (crop, degradation, prompt: the builder's, so epoch
+    0 is exactly `sr-degrade build --crops-per-image K` at crop `photo_crop`) and `Interleaved` takes the
+    photos in turn; each sample is then cut to an aligned random `crop` with flips, as shards are. Epochs
+    start at `start`; prompts carry no embedding (the trainer encodes each unique prompt live, once).
+    """
+
+    def __init__(self, cfg: TrainConfig, degradation: DegradationConfig, start: int, transform=None):
+        self.cfg, self.degradation, self.start, self.transform = cfg, degradation, start, transform
+        # This rank, read here in the main process (DataLoader workers may not see torch.distributed).
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank, self.world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+
+    def source(self):
+        from sr_degrade.torch import DegradeOnTheFly
+
+        d = self.cfg.data
+        return DegradeOnTheFly(
+            d.photos, self.degradation, d.photo_crop, crops_per_image=d.crops_per_photo, seed=self.cfg.run.seed,
+            shuffle=0, rank=self.rank, world_size=self.world,
+        )  # fmt: skip
+
+    def __iter__(self):
+        from sr_degrade.torch import Interleaved
+
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([self.cfg.run.seed, self.rank, worker, self.start, 23])
+        stream = Interleaved(self.source(), self.cfg.run.seed, start=self.start, stop=None, raw=True)
+        for key, hr, lr, prompt, params in stream:
+            hr, lr = aligned_crop(hr, lr, self.cfg.data.crop, rng)
+            sample = ShardSample(key, hr, lr, prompt, params, {}, None)
+            yield self.transform(sample, rng) if self.transform else sample
+
+
 class Batch(NamedTuple):
     """One batch on the device, in the model's range: HR (B, 3, H, W), the bicubic-upsampled LR of
     the same size, the prompt embeddings (B, L, D) and their mask (B, L)."""
@@ -124,7 +171,12 @@ class TrainData:
         from sr_degrade.embed import check_same_encoder, encoder_name
 
         self.cfg = cfg
-        self.info = shard_build_info(cfg.data.train)
+        self.photos = 0  #: with data.photos: how many photos the run degrades afresh
+        if cfg.data.photos:
+            self.info = {"config": DegradationConfig().to_dict()}
+            self.photos = len(FreshPhotos(cfg, DegradationConfig(), 0).source().images)
+        else:
+            self.info = shard_build_info(cfg.data.train)
         shard_encoder = self.info.get("encoder")
         self.stored_format = self.info.get("fingerprint", {}).get("prompt_format", "original")
         formats = cfg.data.prompt_formats
@@ -150,6 +202,14 @@ class TrainData:
         transform = None
         if any(f != self.stored_format for f in cfg.data.prompt_formats):
             transform = RenderPrompt(dict(cfg.data.prompt_formats), self.stored_format, self.info.get("config") or {})
+        if cfg.data.photos:
+            # The epoch an uninterrupted run would be in next: a resumed run draws new degradations.
+            per_epoch = self.photos * cfg.data.crops_per_photo
+            start = -(-step * cfg.optim.batch_size // per_epoch)
+            photos = FreshPhotos(cfg, DegradationConfig.from_dict(self.degradation), start, transform)
+            return torch.utils.data.DataLoader(
+                photos, batch_size=per_rank, num_workers=cfg.data.num_workers, collate_fn=collate_with_embs
+            )
         dataset = open_shards(
             cfg.data.train,
             crop=cfg.data.crop,

@@ -226,6 +226,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         f"training {cfg.model.preset} for {cfg.optim.max_steps - state.step} steps from step {state.step}: "
         f"batch {cfg.optim.batch_size} on {world} process(es), {device}, {speed.describe()}"
     )
+    if data.photos:
+        accelerator.print(
+            f"data: {data.photos} photos of {cfg.data.photos}, degraded afresh every epoch of "
+            f"{data.photos * cfg.data.crops_per_photo} samples ({cfg.data.crops_per_photo} crops of "
+            f"{cfg.data.photo_crop} px per photo); data.train is not read"
+        )
     progress = Progress(cfg.optim.max_steps - state.step, "train", unit="step", enabled=accelerator.is_main_process)
     last_loss = "loss -"
     try:

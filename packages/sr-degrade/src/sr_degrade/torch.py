@@ -39,7 +39,7 @@ from sr_degrade.shards import ShardSample, open_shards, sample_key
 from sr_degrade.sources import Source, open_source
 from sr_degrade.text import PROMPT_FORMATS, describe
 
-__all__ = ["DegradeOnTheFly", "ShardDataset", "collate", "to_item"]
+__all__ = ["DegradeOnTheFly", "Interleaved", "ShardDataset", "collate", "to_item"]
 
 log = logging.getLogger("sr_degrade.torch")
 
@@ -320,6 +320,14 @@ class DegradeOnTheFly(IterableDataset):
     def sample(self, image: int, crop_index: int, epoch: int, full: np.ndarray | None = None) -> dict[str, Any]:
         """Sample `crop_index` of image number `image` (in the sorted source) in `epoch`: a pure function
         of (seed, epoch, image key, crop index); `full` is the decoded image when the caller has it."""
+        key, gt, lq, prompt, params = self.draw(image, crop_index, epoch, full)
+        emb = self._embed(prompt) if self._embed is not None else None
+        return to_item(key, gt, lq, prompt, params, emb)
+
+    def draw(
+        self, image: int, crop_index: int, epoch: int, full: np.ndarray | None = None
+    ) -> tuple[str, np.ndarray, np.ndarray, str, DegradationParams]:
+        """`sample` before it becomes tensors: (key, HR crop, LR, prompt, parameters), images H x W x 3 uint8."""
         img = self.images[image]
         if full is None:
             full = read_image(img.path, self.max_pixels)
@@ -332,8 +340,7 @@ class DegradeOnTheFly(IterableDataset):
         params = sample_params(self.cfg, rng)
         lq = degrade(gt, params)
         prompt = describe(params, self.prompt_format, rng=rng, cfg=self.cfg)
-        emb = self._embed(prompt) if self._embed is not None else None
-        return to_item(sample_key(img.key, c), gt, lq, prompt, params, emb)
+        return sample_key(img.key, c), gt, lq, prompt, params
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.epoch
@@ -374,3 +381,73 @@ class DegradeOnTheFly(IterableDataset):
                 yield buffer.pop(int(mix.integers(len(buffer))))
         while buffer:
             yield buffer.pop(int(mix.integers(len(buffer))))
+
+
+class Interleaved(IterableDataset):
+    """The samples of a `DegradeOnTheFly` (its pure `sample`: each crop and its degradation are the
+    builder's), the photos taken in turn, epoch after epoch.
+
+    DegradeOnTheFly's own order keeps one photo's crops together (decoded once, mixed by a buffer). With a
+    few photos cropped many times, a buffer smaller than a photo's crops streams the photos one after
+    another, and a network trained on that stream (its normalisation statistics above all) ends fitted to
+    the last photo. Here each reader (rank x DataLoader worker) decodes a window of up to `window` of its
+    photos and yields one crop of each per round, in a fresh order every round; memory holds `window`
+    decoded photos per reader.
+
+    epochs: `range(start, stop)` of epochs (`stop` None: endless); epoch e draws crop indices
+        e * crops_per_image + c, so every epoch brings new crops and new degradations.
+    raw: yield `DegradeOnTheFly.draw` tuples (uint8 arrays) instead of tensor items.
+    Readers: with at least as many photos as readers, reader r of R takes the photos r, r + R, ...;
+    with fewer, reader r takes photo r mod n and every k-th of its crops (k: the readers of that photo),
+    so no sample is yielded twice or missed in an epoch and no reader is left without data.
+    """
+
+    def __init__(self, dataset: DegradeOnTheFly, seed: int = 0, *, start: int = 0, stop: int | None = 1,
+                 window: int = 16, raw: bool = False):  # fmt: skip
+        if not isinstance(dataset, DegradeOnTheFly):
+            raise SrDegradeError(f"Interleaved wraps a DegradeOnTheFly, got {type(dataset).__name__}")
+        if window < 1 or start < 0 or (stop is not None and stop < start):
+            raise SrDegradeError(f"Interleaved: need window >= 1, 0 <= start <= stop; got {window}, {start}, {stop}")
+        self.dataset, self.seed, self.start, self.stop, self.window = dataset, int(seed), start, stop, window
+        self.raw = raw
+
+    def reader_share(self, reader: int, readers: int) -> tuple[list[int], int, int]:
+        """(photo numbers, first crop, crop stride) of reader `reader` of `readers`."""
+        n = len(self.dataset.images)
+        if n >= readers:
+            return list(range(reader, n, readers)), 0, 1
+        photo = reader % n
+        return [photo], reader // n, len(range(photo, readers, n))  # the photo's crops among its readers
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:
+            import cv2
+
+            cv2.setNumThreads(1)  # one sample at a time per worker: OpenCV threads would oversubscribe cores
+        ds = self.dataset
+        reader, readers = ds.rank * workers + worker, ds.world_size * workers
+        mine, first, stride = self.reader_share(reader, readers)
+        rng = np.random.default_rng([self.seed, reader, 17])
+        epoch = self.start
+        while self.stop is None or epoch < self.stop:
+            yielded = 0
+            for begin in range(0, len(mine), self.window):
+                window = mine[begin : begin + self.window]
+                full = {}
+                for i in window:
+                    try:
+                        full[i] = read_image(ds.images[i].path, ds.max_pixels)
+                    except ImageError as e:
+                        log.warning("skipped (cannot decode): %s", printable(str(e)))
+                ds.decodes += len(full)
+                for c in range(first, ds.crops_per_image, stride):
+                    for i in rng.permutation(list(full)):
+                        yielded += 1
+                        yield (ds.draw if self.raw else ds.sample)(int(i), c, epoch, full[int(i)])
+            if not yielded and mine and first < ds.crops_per_image:
+                raise SrDegradeError(
+                    f"Interleaved: {printable(ds.source_name)}: none of this reader's {len(mine)} photos decodes"
+                )
+            epoch += 1
