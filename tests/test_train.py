@@ -360,10 +360,13 @@ def test_photos_degraded_afresh_every_epoch_train_a_run_without_shards(data, tmp
     # resumed at step 3 (3 x 8 samples = 2 epochs of 12), the stream starts with epoch 2, not epoch 0 again
     assert TrainData(cfg).loader(8, 3).dataset.start == 2
 
+    # configs/gpu_quick.yaml (no GPU has run it yet) at toy size on the CPU: the tiny preset, 64-px crops
     out = tmp_path / "run"
-    steps = {"optim.max_steps": 3, "run.val_every": 3, "run.checkpoint_every": 3, "data.train": tmp_path / "none"}
-    try:
-        assert main(overrides(data, out, **photos, **steps)) == 0  # data.train names nothing: it is not read
+    steps = {"optim.max_steps": 3, "run.val_every": 3, "run.checkpoint_every": 3, "data.train": tmp_path / "none",
+             "run.val_crop": 64, "run.mixed_precision": "'no'"}  # fmt: skip
+    gpu_quick = Path(__file__).resolve().parents[1] / "configs" / "gpu_quick.yaml"
+    try:  # data.train names nothing: it is not read
+        assert main(["-c", str(gpu_quick), *overrides(data, out, **photos, **steps)]) == 0
     finally:
         AcceleratorState._reset_state(True)
     assert "data: 6 photos of sample, degraded afresh every epoch of 12 samples" in capsys.readouterr().out

@@ -74,6 +74,7 @@ class RunConfig:
     val_every: int = 10_000
     val_samples: int = 8
     val_steps: int = 50  #: DDIM steps of the validation samples
+    val_crop: int | None = None  #: HR side of the validation centre crops (None: data.crop)
     resume: str | None = "auto"  #: "auto": the latest checkpoint in output_dir; a path; or null
     # Speed (README, "Training on a GPU"): "auto" turns each on for a CUDA device and off on the CPU;
     # true asks for it anywhere (a machine that cannot use it falls back with one notice); false is off.
@@ -110,6 +111,7 @@ _RANGES: tuple[tuple[str, Any, str], ...] = (
     ("data.shuffle_buffer", lambda v: v >= 0, "an integer >= 0"),
     ("data.photo_crop", lambda v: v > 0, "a positive HR side, a multiple of the scale, at least data.crop"),
     ("data.crops_per_photo", _at_least_1, "an integer >= 1"),
+    ("run.val_crop", lambda v: v is None or v > 0, "null (data.crop) or a positive HR side"),
     ("diffusion.num_train_timesteps", _at_least_1, "an integer >= 1 (the paper's T = 2000)"),
     ("diffusion.beta_start", lambda v: 0 < v < 1, "a number in (0, 1)"),
     ("diffusion.beta_end", lambda v: 0 < v < 1, "a number in (0, 1)"),

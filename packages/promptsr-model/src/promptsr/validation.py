@@ -33,7 +33,7 @@ class Validator:
     def __init__(self, cfg: TrainConfig, embedder: PromptEmbedder, scale: int, size_multiple: int):
         self.cfg, self.embedder, self.scale = cfg, embedder, scale
         self.samples = validation_samples(
-            cfg.data.val, cfg.run.val_samples, cfg.data.crop, scale, size_multiple * scale
+            cfg.data.val, cfg.run.val_samples, cfg.run.val_crop or cfg.data.crop, scale, size_multiple * scale
         )  # fmt: skip
         self.keys = [s.key for s in self.samples]
         folder = Path(cfg.run.output_dir) / "val"
