@@ -127,7 +127,6 @@ figures: setup
 	mkdir -p docs/images
 	$(BIN)/promptsr compare $(OUT)/coffee_x4.png --lr $(OUT)/lr/coffee.png --hr $(OUT)/hr/coffee.png \
 		--crop 180,100,220,165 -o docs/images/demo_coffee_compare.png
-	cp $(OUT)/run_small/val/$$(ls $(OUT)/run_small/val | grep '^step_' | tail -1) docs/images/small_cpu_val_grid.png
 	cp $(OUT)/small_compare.png docs/images/small_cpu_compare.png
 
 # The demo's model in a browser page (after make demo): http://127.0.0.1:$(APP_PORT), served from this machine
