@@ -84,8 +84,11 @@ demo-seeds: setup
 # What the network predicts, measured (tools/formulation.py, after make demo: about 50 minutes on 2 cores): the
 # demo's recipe trained once per prediction (epsilon, sample, v) x target (image, residual), the held-out photos
 # sampled from pure noise in 1, 5 and 20 steps; the two best again with seeds 1 and 2. Table: $(OUT)/formulation/.
+# ABLATE_ARGS=--reuse-models continues an interrupted run (models and evaluations already written are read).
+ABLATE_ARGS ?=
+
 ablate-formulation: setup
-	$(BIN)/python tools/formulation.py --out $(OUT)
+	$(BIN)/python tools/formulation.py --out $(OUT) $(ABLATE_ARGS)
 
 # Real photographs to learn from (tools/photos.sh): Debian's mate-backgrounds nature photos (GPL-2+), fetched
 # with apt-get download and unpacked, no install, no root; with the bundled photos and three list files

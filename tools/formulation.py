@@ -46,11 +46,13 @@ def trained(out: Path, prediction: str, target: str, seed: int, reuse: bool) -> 
     return model, seconds
 
 
-def scores(out: Path, model: Path, steps: int) -> dict[str, dict[str, float]]:
-    """Mean PSNR-Y / SSIM-Y of the model and of bicubic on the held-out photos, `steps` DDIM steps from noise."""
+def scores(out: Path, model: Path, steps: int, reuse: bool) -> dict[str, dict[str, float]]:
+    """Mean PSNR-Y / SSIM-Y of the model and of bicubic on the held-out photos, `steps` DDIM steps from noise
+    (with `reuse`, an evaluation already written next to a reused model is read, not run again)."""
     ev = model.parent / f"eval_{steps}"
-    run(BIN / "promptsr", "eval", "--model", model, "--data", f"{out}/shards/val", "--metrics", "psnr,ssim",
-        "--steps", steps, "--strength", 1, "--seed", 0, "--no-grids", "--no-save-images", "--out", ev)  # fmt: skip
+    if not (reuse and (ev / "summary.json").exists()):
+        run(BIN / "promptsr", "eval", "--model", model, "--data", f"{out}/shards/val", "--metrics", "psnr,ssim",
+            "--steps", steps, "--strength", 1, "--seed", 0, "--no-grids", "--no-save-images", "--out", ev)  # fmt: skip
     return json.loads((ev / "summary.json").read_text())["datasets"]["val"]["means"]
 
 
@@ -65,7 +67,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("demo_out"))
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 5, 20])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the two best formulations")
-    ap.add_argument("--reuse-models", action="store_true", help="skip training where a model folder exists")
+    ap.add_argument(
+        "--reuse-models",
+        action="store_true",
+        help="skip training where a model folder exists, and evaluating where its evaluation exists",
+    )
     args = ap.parse_args()
     out = args.out
     if not (out / "shards" / "train").exists() or not (out / "shards" / "val").exists():
@@ -81,7 +87,7 @@ def main() -> int:
             seconds.append(s)
             results[(prediction, target)] = {first: {}}
             for steps in args.steps:
-                m = scores(out, model, steps)
+                m = scores(out, model, steps, args.reuse_models)
                 results[(prediction, target)][first][steps] = m["promptsr"]
                 bicubic = m["bicubic"]
     ranked = sorted(results, key=lambda f: -max(v["psnr"] for v in results[f][first].values()))
@@ -89,7 +95,7 @@ def main() -> int:
         for seed in more:
             model, s = trained(out, *f, seed, args.reuse_models)
             seconds.append(s)
-            results[f][seed] = {steps: scores(out, model, steps)["promptsr"] for steps in args.steps}
+            results[f][seed] = {steps: scores(out, model, steps, args.reuse_models)["promptsr"] for steps in args.steps}
     timed = [s for s in seconds if s == s]
     lines = [
         "Held-out coffee + hubble_deep_field (whole images), mean PSNR-Y / SSIM-Y, DDIM from pure noise (strength 1, "
