@@ -8,7 +8,12 @@ The two best formulations (best PSNR-Y over the step counts) are trained again w
 a markdown table (mean PSNR-Y / SSIM-Y; for the two best, the mean over 3 seeds and the range) and writes
 it to OUT/formulation/table.md. About 50 minutes on 2 cores.
 
-    python tools/formulation.py --out demo_out [--steps 1 5 20] [--seeds 0 1 2] [--reuse-models]
+Then the loss weighting and the schedule's end, on top of the best formulation (and zero terminal SNR also
+on v_prediction / residual, where its authors use it): min-SNR-gamma weighting (diffusion.snr_gamma=5) and
+diffusers' zero-terminal-SNR rescaling (diffusion.zero_terminal_snr=true), seed 0, written to
+OUT/formulation/variants.md (about 25 minutes more; --no-variants skips them).
+
+    python tools/formulation.py --out demo_out [--steps 1 5 20] [--seeds 0 1 2] [--reuse-models] [--no-variants]
 """
 
 from __future__ import annotations
@@ -31,16 +36,27 @@ def run(*args: object) -> None:
     subprocess.run([str(a) for a in args], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def trained(out: Path, prediction: str, target: str, seed: int, reuse: bool) -> tuple[Path, float]:
-    """The exported model of one formulation and seed, and its training seconds (nan when reused)."""
-    folder = out / "formulation" / f"{prediction}_{target}_seed{seed}"
+#: Changes measured on top of a formulation: (folder suffix, config overrides, label).
+VARIANTS = (
+    ("snr5", ("diffusion.snr_gamma=5",), "min-SNR-gamma 5"),
+    ("ztsnr", ("diffusion.zero_terminal_snr=true",), "zero terminal SNR"),
+)
+
+
+def trained(
+    out: Path, prediction: str, target: str, seed: int, reuse: bool, variant: tuple[str, tuple[str, ...]] = ("", ())
+) -> tuple[Path, float]:
+    """The exported model of one formulation and seed (with a variant's overrides), and its training seconds
+    (nan when reused)."""
+    suffix, overrides = variant
+    folder = out / "formulation" / f"{prediction}_{target}_seed{seed}{'_' + suffix if suffix else ''}"
     model = folder / "model"
     if reuse and (model / "promptsr.json").exists():
         return model, float("nan")
     start = time.perf_counter()
     run(BIN / "promptsr", "train", "-c", "configs/tiny_cpu.yaml", f"data.train={out}/shards/train",
         f"data.val={out}/shards/val", f"run.output_dir={folder}/run", f"run.seed={seed}", "run.resume=null",
-        f"diffusion.prediction={prediction}", f"diffusion.target={target}")  # fmt: skip
+        f"diffusion.prediction={prediction}", f"diffusion.target={target}", *overrides)  # fmt: skip
     seconds = time.perf_counter() - start
     run(BIN / "promptsr", "export", folder / "run", "-o", model)
     return model, seconds
@@ -72,6 +88,7 @@ def main() -> int:
         action="store_true",
         help="skip training where a model folder exists, and evaluating where its evaluation exists",
     )
+    ap.add_argument("--no-variants", action="store_true", help="skip min-SNR-gamma and zero terminal SNR")
     args = ap.parse_args()
     out = args.out
     if not (out / "shards" / "train").exists() or not (out / "shards" / "val").exists():
@@ -116,7 +133,37 @@ def main() -> int:
     (out / "formulation").mkdir(parents=True, exist_ok=True)
     (out / "formulation" / "table.md").write_text(text)
     print(text)
+    if not args.no_variants:
+        variants(out, ranked[0], results, bicubic, args)
     return 0
+
+
+def variants(out: Path, best: tuple[str, str], results: dict, bicubic: dict[str, float], args) -> None:
+    """min-SNR-gamma and zero terminal SNR on the best formulation (and zero terminal SNR on v / residual),
+    seed 0 against the same formulation's seed 0; OUT/formulation/variants.md."""
+    first = args.seeds[0]
+    runs = [(best, v) for v in VARIANTS]
+    if best != ("v_prediction", "residual"):
+        runs.append((("v_prediction", "residual"), VARIANTS[1]))
+    lines = [
+        f"On top of a formulation (configs/tiny_cpu.yaml, training seed {first}), held-out coffee + "
+        "hubble_deep_field, mean PSNR-Y / SSIM-Y from pure noise, trailing DDIM; "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| formulation | change | " + " | ".join(f"{s} step{'s' * (s > 1)}" for s in args.steps) + " |",
+        "|---|---|" + "---|" * len(args.steps),
+    ]
+    for f in dict.fromkeys(f for f, _ in runs):
+        row = [cell([results[f][first][s]]) for s in args.steps]
+        lines.append(f"| {f[0]} / {f[1]} | none | " + " | ".join(row) + " |")
+    for f, (suffix, overrides, label) in runs:
+        model, _ = trained(out, *f, first, args.reuse_models, (suffix, overrides))
+        row = [cell([scores(out, model, s, args.reuse_models)["promptsr"]]) for s in args.steps]
+        lines.append(f"| {f[0]} / {f[1]} | {label} | " + " | ".join(row) + " |")
+    lines.append(f"| bicubic | | {bicubic['psnr']:.2f} / {bicubic['ssim']:.3f} |" + " |" * (len(args.steps) - 1))
+    text = "\n".join(lines) + "\n"
+    (out / "formulation" / "variants.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
