@@ -40,6 +40,15 @@ class BuildError(SrDegradeError):
     """A shard build cannot start or continue (existing output of another config, full disk, ...)."""
 
 
+class StorageError(SrDegradeError):
+    """A file or URL (s3://, gs://, http(s)://, ...) cannot be read or written: a missing bucket or object,
+    access denied, an unreachable endpoint, an fsspec implementation not installed. The message names
+    the URL and what to do (`sr_degrade.storage`)."""
+
+    #: True when the file or object itself is not there (its bucket and the endpoint are fine).
+    missing = False
+
+
 def printable(text: str) -> str:
     """`text` safe to print on a terminal: control and format characters (escape sequences, carriage
     returns, bidirectional overrides) and undecodable file-name bytes (surrogate escapes) are shown as
