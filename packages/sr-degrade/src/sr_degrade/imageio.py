@@ -149,17 +149,57 @@ def check_image_size(
     return w, h
 
 
+def _read_url(url: str, head: int | None = None) -> np.ndarray:
+    """The bytes of an fsspec URL (the first `head` of them), as uint8. A missing object is an
+    ImageError (the builder logs it as unreadable, like a missing file); access denied or an
+    unreachable endpoint stays a StorageError, which ends the run: every other photo would fail too."""
+    from . import storage
+
+    try:
+        if head is None:
+            data = storage.read_bytes(url)
+        else:
+            with storage.open_read(url) as f:
+                data = f.read(head)
+    except storage.StorageError as e:
+        if e.missing:
+            raise ImageError(f"{storage.shown(url)}: cannot read the file (no such object)") from None
+        raise
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def _is_url(path: str | Path) -> bool:
+    if not isinstance(path, str) or ("://" not in path and "::" not in path):
+        return False  # local paths never load fsspec
+    from .storage import is_url
+
+    return is_url(path)
+
+
+#: Bytes read from a URL for `read_image_size`: a header (JPEG: after EXIF, which may hold a thumbnail).
+_HEAD = 1 << 20
+
+
 def read_image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) of an image file from its header, nothing decoded; ImageError naming the file
-    when it cannot be read, has no readable header, or (with `max_pixels`) is larger than that."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    when it cannot be read, has no readable header, or (with `max_pixels`) is larger than that.
+    `path` may be an fsspec URL (s3://bucket/photos/a.png): its first megabyte is read, the whole
+    object only when the header lies further in."""
+    if _is_url(path):
+        data = _read_url(str(path), _HEAD)
+        if image_size(data) is None and data.size == _HEAD:
+            data = _read_url(str(path))
+        name = str(path)
+    else:
+        path = Path(path)
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise ImageError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        name = str(path)
     if data.size == 0:
-        raise ImageError(f"{path}: the file is empty")
-    return check_image_size(data, str(path), max_pixels)
+        raise ImageError(f"{name}: the file is empty")
+    return check_image_size(data, name, max_pixels)
 
 
 def _is_jpeg_or_tiff(data: np.ndarray) -> bool:
@@ -211,7 +251,10 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>", max_pixels: in
 
 def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 RGB, or raise an ImageError naming the file (also when
-    its header claims more than `max_pixels` pixels: nothing is decoded then)."""
+    its header claims more than `max_pixels` pixels: nothing is decoded then). `path` may be an fsspec
+    URL (s3://bucket/photos/a.png, read whole through `sr_degrade.storage`)."""
+    if _is_url(path):
+        return decode_image(_read_url(str(path)), str(path), max_pixels)
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)

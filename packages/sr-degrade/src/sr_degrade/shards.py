@@ -14,6 +14,11 @@ index, e.g. `HR_train_0001000_0000001_png_c0`):
 `open_shards` reads them back as typed `ShardSample`s through a webdataset pipeline; `collate`
 pads the embeddings of a batch and returns the attention mask (True = attend). Decoding is ours:
 only these members are decoded, and never with pickle.
+
+Shards, their index.parquet and build.json may live in object storage: any fsspec URL
+(`s3://bucket/shards/`, `gs://...`, `http(s)://...`) is listed and streamed through
+`sr_degrade.storage` (webdataset's own opener has no s3 handler); `pipe:` commands and local files
+are opened by webdataset as before.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import storage
 from .errors import SrDegradeError, printable
 from .imageio import decode_image
 from .params import DegradationParams
@@ -146,7 +152,8 @@ def decode_sample(raw: dict[str, Any]) -> ShardSample:
         raise SrDegradeError(f"{where} {member}: malformed ({e})") from None
 
 
-#: URL schemes webdataset opens by itself (a command, a download); see `shard_files`.
+#: URL schemes webdataset opens by itself (a command, a download); see `shard_files`. Those fsspec
+#: also knows (http(s), gs, hf, sftp) are opened through `sr_degrade.storage` instead.
 URL_SCHEMES = ("pipe", "http", "https", "sftp", "ftps", "scp", "gs", "ais", "htgs", "hf")
 
 
@@ -167,10 +174,19 @@ def shard_files(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
     path) are used as URLs only when the pattern itself is one, as the user typed it: a brace
     pattern of a URL is expanded as text, never globbed, e.g.
     `pipe:aws s3 cp s3://bucket/train-{000000..000099}.tar -` streams from object storage.
+    An fsspec URL (`storage.is_url`: s3://, gs://, http(s)://, ...) may also name a folder, listed
+    for its *.tar (`s3://bucket/shards/`), or a glob in its last part (`s3://bucket/shards/train-*.tar`).
     """
     if isinstance(pattern, (list, tuple)):
-        return [_as_shard(str(p)) for p in pattern]
+        return [_as_shard(p) for p in pattern]
     text = str(pattern)
+    if storage.is_url(pattern):
+        found = _url_shards(text)
+        if not found:
+            raise SrDegradeError(
+                f"no shards found at {storage.shown(text)} (a folder of .tar files, a glob or a brace pattern)"
+            )
+        return found
     scheme = _url_scheme(text)
     if scheme == "file":
         from urllib.parse import urlparse
@@ -192,14 +208,31 @@ def shard_files(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> lis
     return found if scheme is not None else [os.path.abspath(p) for p in found]
 
 
+def _url_shards(url: str) -> list[str]:
+    """The shards an fsspec URL names: a brace pattern expanded as text, one .tar object, a glob in the
+    last part (not for http(s), whose URLs may hold a query), else a folder listed for its *.tar."""
+    web = url.lower().startswith(("http://", "https://"))
+    if "{" in url:
+        return _braces(url)
+    if url.lower().endswith(".tar") and (web or not any(c in url for c in "*?[")):
+        return [url]
+    folder, _, last = url.rstrip("/").rpartition("/")
+    if not web and any(c in last for c in "*?["):
+        return storage.listdir(folder, last)
+    return storage.listdir(url, "*.tar")
+
+
 def _braces(text: str) -> list[str]:
     import braceexpand
 
     return list(braceexpand.braceexpand(text))
 
 
-def _as_shard(text: str) -> str:
+def _as_shard(path: str | os.PathLike) -> str:
     """One entry of an explicit list: a URL stays a URL (the user wrote it), a path becomes absolute."""
+    if storage.is_url(path):
+        return str(path)
+    text = str(path)
     scheme = _url_scheme(text)
     if scheme == "file":
         from urllib.parse import urlparse
@@ -207,6 +240,59 @@ def _as_shard(text: str) -> str:
 
         return os.path.abspath(url2pathname(urlparse(text).path))
     return text if scheme is not None else os.path.abspath(text)
+
+
+def _through_fsspec(url: str) -> bool:
+    """Whether `url` is streamed through `storage` (an fsspec URL; http(s) only where aiohttp, which
+    fsspec's http needs, is installed: without it webdataset's curl opener reads it, as it always did)."""
+    if not storage.is_url(url):
+        return False
+    if url.lower().startswith(("http://", "https://")):
+        import importlib.util
+
+        return importlib.util.find_spec("aiohttp") is not None
+    return True
+
+
+def _open_streams(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Pipeline stage: dict(url=...) -> dict(url=..., stream=...), each stream closed once its tar is read.
+
+    fsspec URLs through `storage.open_read`; local files and webdataset's own URLs (pipe:, ...) through
+    webdataset's gopen, as `wds.tarfile_to_samples` opens them.
+    """
+    from webdataset.gopen import gopen
+
+    for sample in src:
+        url = sample["url"]
+        stream = storage.open_read(url) if _through_fsspec(url) else gopen(url)
+        try:
+            yield {**sample, "stream": stream}
+        finally:
+            stream.close()
+
+
+def _tar_samples(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    try:
+        yield from group_by_keys(tar_file_expander(_open_streams(src)))
+    except storage.StorageError as e:
+        # webdataset appends the stream and URL to an exception's args; the message alone is the line.
+        raise storage.StorageError(str(e.args[0])) from None
+
+
+def tar_samples():
+    """A pipeline stage like webdataset's `tarfile_to_samples()` (a stream of dict(url=...) in, raw
+    samples out: member name -> bytes plus __key__ and __url__) that also streams fsspec URLs."""
+    return _tar_samples
+
+
+def raw_samples(pattern: str | os.PathLike | Sequence[str | os.PathLike]):
+    """Every raw sample of the shards `pattern` names (see `shard_files`), in shard order, undecoded:
+    a webdataset pipeline (the evaluation readers decode each sample themselves)."""
+    import webdataset as wds
+
+    return wds.DataPipeline(wds.SimpleShardList(shard_files(pattern)), tar_samples())
 
 
 def aligned_crop(
@@ -305,7 +391,7 @@ def open_shards(
     if mode == "train":
         stages = [
             wds.ResampledShards(urls, seed=seed, deterministic=True),
-            wds.tarfile_to_samples(),
+            tar_samples(),
             # Deterministic buffer shuffle; the streams already differ per rank and worker.
             wds.detshuffle(shuffle, initial=min(100, shuffle), seed=seed) if shuffle > 1 else (lambda src: src),
             _Augment(crop, flips, seed, transform),
@@ -313,7 +399,7 @@ def open_shards(
     elif mode == "eval":
         stages = [
             wds.SimpleShardList(urls),
-            wds.tarfile_to_samples(),
+            tar_samples(),
             _EvenSplit(),
             _Augment(crop, False, seed, transform),
         ]
@@ -361,7 +447,52 @@ def collate(samples: Sequence[ShardSample]) -> dict[str, Any]:
 
 
 def read_index(folder: str | Path) -> list[dict[str, Any]]:
-    """Rows of a build's index.parquet as dicts."""
+    """Rows of a build's index.parquet as dicts; `folder` may be an fsspec URL (s3://bucket/shards/)."""
     import pyarrow.parquet as pq
 
+    if storage.is_url(folder):
+        data = storage.read_bytes(storage.join(folder, "index.parquet"))
+        return pq.read_table(io.BytesIO(data)).to_pylist()
     return pq.read_table(Path(folder) / "index.parquet").to_pylist()
+
+
+def read_build_info(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """build.json of the folder holding the shards `pattern` names (the encoder, the degradation config,
+    the prompt format), or the first part*-build.json of a build made in parts and not merged yet.
+
+    Local folders: {} when there is none (shards copied alone; the callers say what they assume then).
+    fsspec URLs: read from the same place, and a folder without one is a StorageError naming the URL
+    and what to do, never a silent default: a URL usually means shards uploaded by hand, and training
+    on them with a guessed encoder or degradation config would go unnoticed. `pipe:` commands: {} (no
+    folder to look in).
+    """
+    first = shard_files(pattern)[0]
+    if storage.is_url(first):
+        folder = first.rsplit("/", 1)[0]
+        url = storage.join(folder, "build.json")
+        if not storage.exists(url):
+            parts = storage.listdir(folder, "part*-build.json")
+            if not parts:
+                raise storage.StorageError(
+                    f"{storage.shown(url)}: not found; shards read from a URL need their build.json beside them "
+                    "(it names the encoder and degradation config): upload the whole build folder, the .tar "
+                    "files with index.parquet and build.json"
+                )
+            url = parts[0]
+        text = storage.read_bytes(url)
+    elif _url_scheme(first) is not None:
+        return {}
+    else:
+        parent = Path(first).parent
+        names = ["build.json", *sorted(p.name for p in parent.glob("part*-build.json"))]
+        found = next((parent / n for n in names if (parent / n).exists()), None)
+        if found is None:
+            return {}
+        url, text = str(found), found.read_bytes()
+    try:
+        info = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SrDegradeError(f"{storage.shown(url)}: not valid JSON ({e}); rebuild or re-upload it") from None
+    if not isinstance(info, dict):
+        raise SrDegradeError(f"{storage.shown(url)}: expected a JSON object (a build record)")
+    return info

@@ -14,6 +14,9 @@ What `src` may be, tried in this order:
   its manifest expects, without decoding. Something that looks like a path (holds a slash, starts with
   a dot or ~) is never taken for a name.
 - an existing folder: every image below it, recursively; extensions from `IMAGE_EXTENSIONS`, any case.
+- an fsspec URL of a folder (`s3://bucket/photos/`, `gs://...`, `http(s)://...`; `sr_degrade.storage`):
+  every image object below it, keyed like the same files in a local folder (the path relative to the
+  folder), hidden entries skipped; `read_image` reads each through `sr_degrade.storage`.
 - an existing file: a list file, one image path per line.
 
 Folder walking (folder sources and manifest patterns alike): entries whose name starts with a dot are
@@ -68,7 +71,7 @@ SHOW = 5
 @dataclass(frozen=True)
 class SourceImage:
     key: str  #: path relative to the source root, forward slashes: the stable id of seeds, shard keys and holdout
-    path: Path  #: absolute path to read
+    path: Path | str  #: absolute path to read, or (a URL source) the object's fsspec URL as a str
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Source:
     kind: str  #: "named", "folder", "list" or "sample"
     name: str  #: the manifest's name ("LSDIR"), "sample", or the folder / list path as given
     split: str | None  #: the manifest split of a named source, else None
-    root: Path | None  #: the folder keys are relative to
+    root: Path | None  #: the folder keys are relative to (None for a URL source: `name` is that URL)
     images: tuple[SourceImage, ...]  #: sorted by key (plain str sort), keys unique
     variant: str | None = None  #: which of the manifest's layouts was found (named sources)
 
@@ -629,6 +632,24 @@ def _open_list(src: str, list_file: Path) -> Source:
     return Source("list", src, None, base, images)
 
 
+def _open_url_folder(src: str) -> Source:
+    """An fsspec URL folder: its image objects, recursively, keyed by the path relative to it."""
+    from . import storage
+
+    base = src.rstrip("/")
+    keys = []
+    for url in storage.find(base):
+        key = url[len(base) + 1 :]
+        if key and not any(part.startswith(".") for part in key.split("/")) and _is_image(key):
+            keys.append(key)
+    if not keys:
+        raise SourceError(
+            f"{storage.shown(src)} holds no images (looked recursively for {', '.join(IMAGE_EXTENSIONS)}, any "
+            "case, skipping hidden files and folders): check the URL"
+        )
+    return Source("folder", src, None, None, tuple(SourceImage(k, f"{base}/{k}") for k in sorted(keys)))
+
+
 def _open_sample() -> Source:
     images = _images(sample_dir(), (p.name for p in sample_paths()))
     return Source("sample", "sample", None, sample_dir(), images)
@@ -644,6 +665,13 @@ def open_source(src: str, *, root: str | Path | None = None, split: str = "train
     src = str(src)
     if not src.strip():
         raise SourceError("--src is empty: give a named source, a folder, a list file or 'sample'")
+    if "://" in src or "::" in src:
+        from .storage import is_url
+
+        if is_url(src):
+            if root is not None:
+                raise SourceError(f"--root is only for named sources; not for the URL {src}")
+            return _open_url_folder(src)
     path = Path(src).expanduser()
     pathlike = _looks_like_path(src)
     if _is_manifest_path(src) and path.is_file():
