@@ -426,7 +426,7 @@ _EVAL_EXIT = "Exit codes: 0 done; 1 some images failed (listed at the end, the o
 
 def _eval_common(
     model: Path,
-    data: list[Path],
+    data: list[str],
     names: list[str],
     lr_folder: Optional[Path],
     prompts: Optional[Path],
@@ -467,7 +467,10 @@ def _finish(failures: list[str], out: Path, written: str) -> None:
 
 _Model = Annotated[Path, typer.Option("--model", "-m", help="A model folder written by promptsr export.")]
 _Data = Annotated[
-    list[Path], typer.Option("--data", help="Evaluation shards (sr-degrade build --val); repeat for several sets.")
+    list[str],  # text, not Path: an s3:// or http(s):// URL must keep its "//"
+    typer.Option(
+        "--data", help="Evaluation shards (sr-degrade build --val), a folder or a URL; repeat for several sets."
+    ),
 ]
 _Names = Annotated[list[str], typer.Option("--name", help="Dataset name per --data (default: the folder name).")]
 _LrFolder = Annotated[
@@ -640,7 +643,7 @@ def ablate_cmd(
 def _ablate_loss(
     model: list[Path],
     out: Optional[Path],
-    data: list[Path],
+    data: list[str],
     names: list[str],
     limit: Optional[int],
     seed: int,
@@ -661,7 +664,9 @@ def _ablate_loss(
         fail("ablation 'loss' needs --data (evaluation shards)")
     if names and len(names) != len(data):
         fail(f"--name given {len(names)} times for {len(data)} dataset(s)")
-    labels = list(names) or [d.name or str(d) for d in data]
+    from .evaluate import dataset_label
+
+    labels = list(names) or [dataset_label(d) for d in data]
     if len(set(labels)) != len(labels):
         fail(f"two datasets share a name ({', '.join(labels)}): name them with --name")
     if draws < 1 or crop < 0 or (limit is not None and limit < 1):

@@ -449,12 +449,11 @@ def train_estimator(
 
 
 def _degradation_of(data: str | Path | list) -> dict[str, Any]:
-    """The degradation config of the shards (their build.json), for the vocabulary check."""
-    first = Path(_urls(data)[0])
-    info = first.parent / "build.json"
-    if info.is_file():
-        return json.loads(info.read_text()).get("config", {})
-    return DegradationConfig().to_dict()
+    """The degradation config of the shards (their build.json, read from a URL too), for the vocabulary
+    check; the default config for local shards without one."""
+    from sr_degrade.shards import read_build_info
+
+    return read_build_info(_urls(data)[0]).get("config") or DegradationConfig().to_dict()
 
 
 def majority_baseline(labels: np.ndarray) -> dict[str, float]:

@@ -236,12 +236,9 @@ def shard_items(folder: str | Path, limit: int | None = None) -> Iterator[EvalIt
 
     Decoding happens here rather than in `open_shards` so that one bad sample does not end the pass.
     """
-    import webdataset as wds
+    from sr_degrade.shards import decode_sample, raw_samples
 
-    from sr_degrade.shards import decode_sample, shard_files
-
-    pipeline = wds.DataPipeline(wds.SimpleShardList(shard_files(folder)), wds.tarfile_to_samples())
-    for i, raw in enumerate(pipeline):
+    for i, raw in enumerate(raw_samples(folder)):
         if limit is not None and i >= limit:
             return
         try:
@@ -328,7 +325,9 @@ def dataset_loader(
         files = _image_files(lr_folder)  # raises now for a missing or empty folder
         n = min(len(files), limit) if limit is not None else len(files)
         return (lambda: {name: folder_items(lr_folder, table, limit)}), False, n
-    folders = [Path(d) for d in data]
+    from sr_degrade.storage import is_url
+
+    folders = [d if is_url(d) else Path(d) for d in data]  # a URL stays text: Path() would fold its "//"
     total = 0
     for d in folders:
         shard_files(d)  # raises now when there are no shards
@@ -338,10 +337,18 @@ def dataset_loader(
             total = None
         else:
             total = None if total is None else total + (min(rows, limit) if limit is not None else rows)
-    labels = list(names) or [d.name or str(d) for d in folders]
+    labels = list(names) or [dataset_label(d) for d in folders]
     if len(set(labels)) != len(labels):
         raise SrDegradeError(f"two datasets share a name ({', '.join(labels)}): name them with --name")
     return (lambda: {lab: shard_items(d, limit) for lab, d in zip(labels, folders)}), True, total
+
+
+def dataset_label(data: str | Path) -> str:
+    """The default name of a dataset: its folder's name (the last part of a URL: s3://b/sets/urban100 ->
+    urban100)."""
+    text = str(data).rstrip("/")
+    name = text.rsplit("/", 1)[-1] if "://" in text else Path(text).name
+    return name or text
 
 
 def _prompt_for(item: EvalItem, fmt: str, seed: int, index: int, cfg: Any, estimate: Callable | None = None) -> str:

@@ -22,12 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-4 run.output_dir=runs/a")
     args = ap.parse_args(argv)
     try:
-        from sr_degrade.shards import shard_files
+        from sr_degrade.shards import read_build_info, shard_files
+        from sr_degrade.storage import is_url
 
         cfg = load_train_config(args.config, args.overrides)
         for pattern in (None if cfg.data.photos else cfg.data.train, cfg.data.val):
             if pattern:
                 shard_files(pattern)  # no shards: refused now, not after the model is built
+                if is_url(pattern):
+                    read_build_info(pattern)  # shards at a URL without their build.json: refused now too
         if cfg.data.photos:
             from sr_degrade.sources import open_source
 

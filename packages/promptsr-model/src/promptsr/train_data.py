@@ -15,8 +15,6 @@ centre-cropped, whatever the number of processes (`validation_samples`).
 from __future__ import annotations
 
 import heapq
-import json
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,7 +29,8 @@ from sr_degrade.shards import (
     decode_sample,
     open_shards,
     pad_embeddings,
-    shard_files,
+    raw_samples,
+    read_build_info,
 )
 from sr_degrade.text import describe
 
@@ -44,13 +43,10 @@ class TrainingError(SrDegradeError):
 
 
 def shard_build_info(pattern: str) -> dict[str, Any]:
-    """build.json of the folder holding the shards (encoder, config, prompt format); {} if absent."""
-    first = Path(shard_files(pattern)[0])
-    for name in ("build.json", *sorted(p.name for p in first.parent.glob("part*-build.json"))):
-        path = first.parent / name
-        if path.exists():
-            return json.loads(path.read_text())
-    return {}
+    """build.json of the folder holding the shards (encoder, config, prompt format): {} when a local
+    folder has none; for shards at a URL (s3://, http(s)://, ...) read from the same place, and a clear
+    error when it is not there (`sr_degrade.shards.read_build_info`)."""
+    return read_build_info(pattern)
 
 
 class RenderPrompt:
@@ -238,11 +234,9 @@ def validation_samples(pattern: str, count: int, crop: int, scale: int, multiple
     rank as `open_shards(mode="eval")` does); only the chosen samples are decoded. Samples smaller
     than the smallest chosen crop are dropped, so the batch has one size.
     """
-    import webdataset as wds
-
     from .prompt_signal import centre_crop
 
-    raw = wds.DataPipeline(wds.SimpleShardList(shard_files(pattern)), wds.tarfile_to_samples())
+    raw = raw_samples(pattern)
     chosen = heapq.nsmallest(count, raw, key=lambda r: r["__key__"])
     samples = []
     for r in chosen:
