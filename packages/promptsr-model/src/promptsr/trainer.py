@@ -161,12 +161,24 @@ def write_run_files(accelerator, cfg: TrainConfig, data: TrainData) -> None:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) training as configured; returns the final step and status. Launch under accelerate."""
+    """Run (or resume) training as configured; returns the final step and status. Launch under accelerate.
+
+    Every rank ends with `accelerator.end_training()`, whatever happens after the Accelerator exists (a
+    refusal, a data error, an interrupt): a rank that left without it would keep the others waiting
+    minutes in the rendezvous store of a multi-node launch before they exit.
+    """
+    accelerator = make_accelerator(cfg)
+    try:
+        return _train(cfg, accelerator)
+    finally:
+        accelerator.end_training()
+
+
+def _train(cfg: TrainConfig, accelerator) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
 
     out = Path(cfg.run.output_dir)
-    accelerator = make_accelerator(cfg)
     world, device = accelerator.num_processes, accelerator.device
     per_rank, rest = divmod(cfg.optim.batch_size, world * cfg.optim.grad_accum)
     if rest or per_rank < 1:
@@ -280,18 +292,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if state.step != last_saved and state.step > 0:
             ckpt.save()
         _write_final(accelerator, out, status, state.step, model, cfg.run.debug_state)
-        accelerator.end_training()
         lock.close()
     return {"step": state.step, "status": status}
 
 
 def _write_final(accelerator, out: Path, status: str, step: int, model, debug: bool) -> None:
-    """final.json (status and step); with run.debug_state, every rank's weight digest too."""
+    """final.json (status and step); with run.debug_state, every rank's step and weight digest too."""
     net = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         (out / "final.json").write_text(json.dumps({"status": status, "step": step}))
     if debug:
-        record = {"rank": accelerator.process_index, "model": _digest(net.state_dict())}
+        record = {"rank": accelerator.process_index, "step": step, "model": _digest(net.state_dict())}
         (out / f"final_rank{accelerator.process_index}.json").write_text(json.dumps(record))
 
 
