@@ -49,8 +49,8 @@ freeze-constraints:
 # CPU (validation grid under $(OUT)/run_tiny/val/), exported as a model folder, and the two held-out
 # photos upscaled with their prompts, each next to its bicubic upscale and a side-by-side comparison
 # (bicubic | PromptSR | HR, PSNR-Y / SSIM-Y under each). The demo samples as the paper does, from pure
-# noise (strength 1), in 2 DDIM steps: its model predicts x0 of the residual over bicubic (README, "What the
-# CPU demo shows"); DEMO_STRENGTH below 1 starts from the noised bicubic image instead (an option).
+# noise (strength 1), in 2 DDIM steps: its model predicts x0 of the residual over bicubic (docs/training.md,
+# "The CPU demo"); DEMO_STRENGTH below 1 starts from the noised bicubic image instead (an option).
 HELDOUT       := coffee hubble_deep_field
 DEMO_STEPS    ?= 2
 DEMO_STRENGTH ?= 1

@@ -27,7 +27,7 @@ HELD_OUT = ("coffee", "chelsea")
 # Separable by construction: noise is either absent or strong colour Gaussian noise (sigma 20-30), added after
 # a first resize to about the LR size (so the final resize keeps it), with no blur and no JPEG. Whatever the
 # seed, the CPU's kernels or the thread count, a few hundred steps tell "noise" from "none" on photos never seen
-# (5 seeds x 1 and 2 threads: README); the levels within 20-30 are not separable and are not asserted. How well
+# (measured for 5 seeds x 1 and 2 threads); the levels within 20-30 are not separable and are not asserted. How well
 # the estimator reads the paper's graded mixture is a measurement (tools/estimator_measure.sh), not a test.
 SEPARABLE = (
     "p_omit: {blur: 1.0, noise: 0.5, jpeg: 1.0}\nresize1: {p_keep: 0.0, factor: [0.25, 0.3]}\n"

@@ -230,7 +230,7 @@ def test_shard_dataset_train_crops_and_never_starves(shards):
     assert (down - b["lq"]).abs().mean() < (shifted - b["lq"]).abs().mean()
 
 
-#: The README's training loop ("Using sr-degrade in your own SR project"), run as written.
+#: docs/library.md's training loop ("Using sr-degrade in your own SR project"), run as written.
 README_LOOP = """\
 import torch
 import torch.nn.functional as F

@@ -117,14 +117,14 @@ def test_wheels_work_in_a_fresh_venv(dist, tmp_path):
     info = _run([str(bin_ / "promptsr"), "info", "--preset", "tiny"], work, env).stdout
     assert "parameters:" in info
 
-    # the README's Hugging Face datasets recipe, on those shards, agrees with open_shards
+    # docs/library.md's Hugging Face datasets recipe, on those shards, agrees with open_shards
     _run([*pip, "datasets"], work, env)
     (work / "recipe.py").write_text(HF_RECIPE + HF_CHECK)
     out = _run([str(py), "recipe.py"], work, {**env, "HF_DATASETS_OFFLINE": "1"}).stdout
     assert "6 rows agree with open_shards" in out
 
 
-#: The README's recipe: shards of `sr-degrade build` through Hugging Face datasets' webdataset loader.
+#: docs/library.md's recipe: shards of `sr-degrade build` through Hugging Face datasets' webdataset loader.
 HF_RECIPE = """\
 import glob
 import numpy as np

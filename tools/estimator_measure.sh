@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The degradation estimator's held-out accuracy table in the README ("Prompts for your own photos"):
+# The degradation estimator's held-out accuracy table in docs/estimator.md:
 # trained on 4 bundled photos (astronaut, hubble_deep_field, retina, rocket) degraded afresh for every
 # crop with the shipped omission config (`--photos`), 3000 steps of 32 LR crops of 32 pixels; scored
 # on shards of the 2 held-out photos (coffee and chelsea, another seed): 300 crops of 256 HR pixels

@@ -1,4 +1,4 @@
-"""Print the level shares of N drawn degradations (the figures the README quotes).
+"""Print the level shares of N drawn degradations (the figures docs/degradation.md quotes).
 
 python tools/level_shares.py [-n 100000] [--config cfg.yaml] [--seed 0]
 """
