@@ -5,19 +5,24 @@
 How a build stays reproducible, resumable and parallel:
 
 - Images are listed in a fixed order (sorted keys). Sample c of image `key` draws its crop position
-  and its degradation from `sample_rng(seed, key, c)`, so its bytes depend on nothing else: not the
-  worker count, not the order of completion, not which part of a split build it falls in.
-- Workers (separate processes) read, crop, degrade and PNG-encode whole images; the main process
+  and its degradation from `sample_rng(seed, key, c)` (`build_worker`), so its bytes depend on nothing
+  else: not the worker count, not the engine, not the order of completion, not which part of a split
+  build it falls in.
+- The local engine: worker processes read, crop, degrade and PNG-encode whole images; the main process
   takes their results back in image order through a bounded window (memory never holds more than
   a few images per worker), encodes each new prompt once with the text encoder (alone, so its bytes
   never depend on batching) and writes samples in order. Shard k holds samples k*S .. k*S+S-1.
-- A shard is written as `NAME.tar.tmp`, flushed to disk and renamed to `NAME.tar` when complete;
-  tar members carry fixed times, owner and mode. `--resume` reads the complete shards back, drops any
-  `.tmp`, and continues with the sample after the last one stored: the result is byte-identical to
-  an uninterrupted build.
+  The Ray engine (`ray_build`, `engine="ray"`) writes the same shards, one task per shard.
+- A shard appears under its final name only when complete (`shard_writer`); tar members carry fixed
+  times, owner and mode. `--resume` reads the complete shards back, drops any `.tmp`, and continues
+  with the sample after the last one stored: the result is byte-identical to an uninterrupted build.
+- The output folder may be an fsspec URL (s3://bucket/shards/train, ...), the source too (`storage`).
 - `--part i/N` builds the i-th contiguous slice of the image list into files prefixed
   `part{i}of{N}-`; its samples are exactly those (same keys, same bytes) of the unsplit build.
   `merge_parts` joins the parts' indexes.
+
+Modules: planning and the run here; `build_worker` (image -> samples -> members), `shard_writer`
+(output folder, shards, index), `ray_build` (the Ray engine).
 """
 
 from __future__ import annotations
@@ -40,24 +45,16 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, storage
+from .build_worker import Embeddings, SampleContext, init_worker, process_image, sample_members
 from .config import DegradationConfig
-from .errors import BuildError, ImageError, printable
-from .imageio import MAX_PIXELS, encode_png, read_image
+from .errors import BuildError, SrDegradeError, printable
+from .imageio import MAX_PIXELS
 from .locks import exclusive
-from .params import degrade, sample_params, sample_rng
 from .progress import Progress, plural
-from .shards import (
-    SCHEMA_VERSION,
-    TAR_MODE,
-    TAR_MTIME,
-    TAR_USER,
-    encode_json,
-    encode_npy,
-    key_stem,
-    text_key,
-)
-from .text import PROMPT_FORMATS, bins, describe
+from .shard_writer import Output, ShardNames, ShardSink, index_bytes, index_row, json_bytes, shard_rows, write_index
+from .shards import SCHEMA_VERSION, key_stem, text_key
+from .text import PROMPT_FORMATS
 
 DEFAULT_CROP = 512
 SAMPLE_CROP = 256  # the bundled photos are small (300 to 1411 pixels a side)
@@ -68,8 +65,8 @@ _FULL_DISK = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 class BuildOptions:
     """Everything a build depends on. Fields marked (content) change the bytes of the shards."""
 
-    src: str  #: named source, "sample", a folder or a list file
-    out: Path  #: output folder (one split per folder)
+    src: str  #: named source, "sample", a folder, a list file or a folder URL (s3://bucket/photos/)
+    out: str | Path  #: output folder (one split per folder), local or a URL (s3://bucket/shards/train)
     root: str | None = None  #: root folder of a named source
     split: str | None = None  #: (content) the named source's split and the shards' name; None: see _default_split
     crop_size: int | None = None  #: (content) HR crop side; None = 512 (256 for "sample"); 0 = whole image
@@ -90,6 +87,10 @@ class BuildOptions:
     #: decode limit: larger sources are logged as unreadable, from their header, before decoding
     max_pixels: int = MAX_PIXELS
     config: DegradationConfig = field(default_factory=DegradationConfig)  #: (content)
+    #: "local" (worker processes on this machine) or "ray" (one task per shard on a Ray cluster): same bytes
+    engine: str = "local"
+    #: with engine "ray": the cluster (host:port, ray://host:port or "auto"); None starts a local Ray of `workers` CPUs
+    address: str | None = None
 
     def resolved_crop(self) -> int:
         if self.val:
@@ -123,96 +124,6 @@ class BuildSummary:
         )
 
 
-@dataclass
-class _Names:
-    """File names of one build (or one part of a split build) inside the output folder."""
-
-    out: Path
-    prefix: str  # "" or "part0of2-"
-    split: str
-
-    def shard(self, k: int) -> Path:
-        return self.out / f"{self.prefix}{self.split}-{k:06d}.tar"
-
-    @property
-    def index(self) -> Path:
-        return self.out / f"{self.prefix}index.parquet"
-
-    @property
-    def build_json(self) -> Path:
-        return self.out / f"{self.prefix}build.json"
-
-    @property
-    def errors(self) -> Path:
-        return self.out / f"{self.prefix}errors.jsonl"
-
-    @property
-    def lock(self) -> Path:
-        """Held while a process builds these files (hidden, never one of the build's own files)."""
-        return self.out / f".{self.prefix}{self.split}.lock"
-
-    def own_files(self) -> list[Path]:
-        mine = [self.index, self.build_json, self.errors]
-        shards = self.out.glob(f"{self.prefix}{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar*")
-        return [p for p in mine if p.exists()] + sorted(shards)
-
-
-# ---- worker side ---------------------------------------------------------------------------------
-
-_JOB: dict[str, Any] = {}
-
-
-def _init_worker(job: dict[str, Any]) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one image per process; OpenCV threads would oversubscribe the cores
-    _JOB.clear()
-    _JOB.update(job, config=DegradationConfig.from_dict(job["config"]))
-
-
-def _process_image(position: int, key: str, path: str, first_crop: int) -> dict[str, Any]:
-    """Read one image and make its samples (from crop index `first_crop` on); never raises."""
-    cfg: DegradationConfig = _JOB["config"]
-    crop, n_crops, seed, fmt = _JOB["crop"], _JOB["crops"], _JOB["seed"], _JOB["format"]
-    scale = cfg.scale
-    try:
-        full = read_image(path, _JOB["max_pixels"])
-    except ImageError as e:
-        return {"position": position, "key": key, "error": str(e)}
-    h, w = full.shape[:2]
-    if crop == 0:
-        ch, cw = h // scale * scale, w // scale * scale
-        if ch == 0 or cw == 0:
-            return {"position": position, "key": key, "error": f"{path}: {w}x{h} is smaller than the scale {scale}"}
-    else:
-        ch = cw = crop
-        if h < crop or w < crop:
-            reason = f"{path}: {w}x{h} is smaller than the crop {crop}; use a smaller --crop-size or 0 (whole image)"
-            return {"position": position, "key": key, "error": reason}
-    samples = []
-    for c in range(first_crop, n_crops):
-        rng = sample_rng(seed, key, c)
-        y = int(rng.integers(0, h - ch + 1)) if crop else 0
-        x = int(rng.integers(0, w - cw + 1)) if crop else 0
-        hr = np.ascontiguousarray(full[y : y + ch, x : x + cw])
-        params = sample_params(cfg, rng)
-        lr = degrade(hr, params)
-        prompt = describe(params, fmt, rng=rng, cfg=cfg)
-        samples.append(
-            {
-                "crop_index": c,
-                "box": [x, y, cw, ch],
-                "hr_png": encode_png(hr),
-                "lr_png": encode_png(lr),
-                "lr_size": [lr.shape[1], lr.shape[0]],
-                "params": params.to_dict(),
-                "bins": bins(params, cfg),
-                "prompt": prompt,
-            }
-        )
-    return {"position": position, "key": key, "image_size": [w, h], "samples": samples}
-
-
 # ---- main side -----------------------------------------------------------------------------------
 
 
@@ -223,25 +134,25 @@ def _tally(samples: int, shards: int, errors: int) -> str:
 def _ordered_results(
     tasks: list[tuple[int, str, str, int]], workers: int, job: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
-    """Results of _process_image in task order, `workers` processes, a bounded window in flight."""
+    """Results of build_worker.process_image in task order, `workers` processes, a bounded window in flight."""
     if workers <= 1:
-        _init_worker(job)
+        init_worker(job)
         for task in tasks:
-            yield _process_image(*task)
+            yield process_image(*task)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork after torch/OpenMP are loaded here
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+    with ctx.Pool(workers, initializer=init_worker, initargs=(job,)) as pool:
         window: deque = deque()
         it = iter(tasks)
         for task in it:
-            window.append(pool.apply_async(_process_image, task))
+            window.append(pool.apply_async(process_image, task))
             if len(window) >= 4 * workers:
                 break
         while window:
             result = window.popleft().get()
             nxt = next(it, None)
             if nxt is not None:
-                window.append(pool.apply_async(_process_image, nxt))
+                window.append(pool.apply_async(process_image, nxt))
             yield result
 
 
@@ -337,6 +248,10 @@ def _validate(opts: BuildOptions) -> None:
         raise BuildError("--take holdout needs --holdout FRACTION > 0")
     if opts.max_pixels < 1:
         raise BuildError(f"--max-pixels must be >= 1, got {opts.max_pixels}")
+    if opts.engine not in ("local", "ray"):
+        raise BuildError(f"--engine {opts.engine!r}: use 'local' (worker processes) or 'ray' (a Ray cluster)")
+    if opts.address is not None and opts.engine != "ray":
+        raise BuildError("--address names a Ray cluster: it needs --engine ray")
 
 
 def _unique_keys(keys: list[str]) -> dict[str, str]:
@@ -370,197 +285,39 @@ def _unique_keys(keys: list[str]) -> dict[str, str]:
     return stems
 
 
-def _shard_rows(path: Path, members: set[str]) -> list[dict[str, Any]]:
-    """Index rows rebuilt from the json members of one shard (for --resume); ValueError when a
-    sample lacks one of `members` or holds others (a shard cut short, or not this build's)."""
-    rows = []
-    have: dict[str, set[str]] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            have.setdefault(key, set()).add(ext)
-            if ext == "json":
-                meta = json.loads(tar.extractfile(member).read())
-                rows.append(_row(key, path.name, meta))
-    for key, exts in have.items():
-        if exts != members:
-            raise ValueError(f"sample {key} holds {sorted(exts)}, expected {sorted(members)}")
-    return rows
+def _write_json(out: Output, name: str, data: dict[str, Any]) -> None:
+    out.write_bytes(name, json_bytes(data))
 
 
-def _row(key: str, shard: str, meta: dict[str, Any]) -> dict[str, Any]:
-    levels = meta["bins"]
-    x, y, w, h = meta["crop"]
-    enc = meta.get("encoder") or {}
-    return {
-        "key": key,
-        "shard": shard,
-        "image": meta["image"],
-        "crop_index": meta["seeds"]["crop_index"],
-        "crop_x": x,
-        "crop_y": y,
-        "crop_w": w,
-        "crop_h": h,
-        "lr_w": meta["lr_size"][0],
-        "lr_h": meta["lr_size"][1],
-        "prompt": meta["prompt"],
-        "prompt_format": meta["prompt_format"],
-        "order": ",".join(meta["params"]["order"]),
-        **{c: levels.get(c) for c in ("blur", "resize1", "noise", "jpeg", "resize2")},
-        "params": json.dumps(meta["params"], sort_keys=True),
-        "emb_len": enc.get("L"),
-    }
+def _write_index(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    write_index(path, rows)
 
 
-def _write_index(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [
-            ("key", pa.string()),
-            ("shard", pa.string()),
-            ("image", pa.string()),
-            ("crop_index", pa.int32()),
-            ("crop_x", pa.int32()),
-            ("crop_y", pa.int32()),
-            ("crop_w", pa.int32()),
-            ("crop_h", pa.int32()),
-            ("lr_w", pa.int32()),
-            ("lr_h", pa.int32()),
-            ("prompt", pa.string()),
-            ("prompt_format", pa.string()),
-            ("order", pa.string()),
-            ("blur", pa.string()),
-            ("resize1", pa.string()),
-            ("noise", pa.string()),
-            ("jpeg", pa.string()),
-            ("resize2", pa.string()),
-            ("params", pa.string()),
-            ("emb_len", pa.int32()),
-        ]
-    )
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-class _DroppableFile:
-    """A file whose writes can be switched off: after a failed write (a full disk), the tar
-    stream's own clean-up must not write into, or complain about, the abandoned file."""
-
-    def __init__(self, path: Path):
-        self._file = open(path, "wb")  # closed in close()
-        self.dropped = False
-
-    def write(self, data: bytes) -> int:
-        return len(data) if self.dropped else self._file.write(data)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def flush(self) -> None:
-        if not self.dropped:
-            self._file.flush()
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def drop(self) -> None:
-        self.dropped = True
-        with contextlib.suppress(OSError):
-            self._file.close()
-
-
-class _ShardSink:
-    """Writes samples into numbered shards: `.tar.tmp` while open, renamed when complete."""
-
-    def __init__(self, names: _Names, shard_size: int, first: int):
-        self.names, self.size, self.k = names, shard_size, first
-        self.count = 0
-        self.bytes = 0
-        self.completed: list[Path] = []
-        self._file = None
-        self._tar = None
-
-    def add(self, members: dict[str, bytes | str]) -> str:
-        import webdataset as wds
-
-        if self._tar is None:
-            tmp = self.names.shard(self.k).with_suffix(".tar.tmp")
-            self._file = _DroppableFile(tmp)
-            self._tar = wds.TarWriter(
-                self._file, user=TAR_USER, group=TAR_USER, mode=TAR_MODE, encoder=False, mtime=TAR_MTIME
-            )
-        self._tar.write(members)
-        self.count += 1
-        name = self.names.shard(self.k).name
-        if self.count == self.size:
-            self.finish()
-        return name
-
-    def finish(self) -> None:
-        """Complete the open shard (if any): flush it to disk, then rename it into place."""
-        if self._tar is None:
-            return
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        final = self.names.shard(self.k)
-        os.replace(final.with_suffix(".tar.tmp"), final)
-        self.bytes += final.stat().st_size
-        self.completed.append(final)
-        self._tar = self._file = None
-        self.k += 1
-        self.count = 0
-
-    def abort(self) -> None:
-        """Drop the open, incomplete shard."""
-        if self._file is not None:
-            self._file.drop()
-            self.names.shard(self.k).with_suffix(".tar.tmp").unlink(missing_ok=True)
-        self._tar = self._file = None
-
-
-def _check_output(names: _Names, opts: BuildOptions) -> None:
+def _check_output(names: ShardNames, opts: BuildOptions) -> None:
     """Refuse an output folder that holds this build's files unless --resume or --overwrite says what to do."""
-    if opts.resume or opts.overwrite or not names.out.is_dir():
+    if opts.resume or opts.overwrite:
         return
     existing = names.own_files()
     if existing:
         raise BuildError(
-            f"{names.out} already holds a build ({existing[0].name}, ...): pass --resume to continue it "
+            f"{names.out} already holds a build ({existing[0]}, ...): pass --resume to continue it "
             "or --overwrite to replace it"
         )
 
 
-def _prepare_output(
-    names: _Names, fingerprint: dict[str, Any], opts: BuildOptions, log: Callable[[str], None]
-) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Check the output folder; returns (complete shards kept, their index rows, errors kept)."""
-    names.out.mkdir(parents=True, exist_ok=True)
-    existing = names.own_files()
-    if not existing:
-        return 0, [], []
-    if opts.overwrite:
-        for p in existing:
-            p.unlink()
-        return 0, [], []
-    _check_output(names, opts)
+#: The members of every sample (emb.npy too when the build embeds).
+def _members(opts: BuildOptions) -> set[str]:
+    return {"hr.png", "lr.png", "txt", "json"} | ({"emb.npy"} if opts.embed else set())
+
+
+def _previous_build(names: ShardNames, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """build.json of the build being resumed, refused when it is missing or of another configuration."""
     try:
-        previous = json.loads(names.build_json.read_text())
-    except (OSError, ValueError):
-        raise BuildError(f"{names.build_json} is missing or unreadable: cannot resume; use --overwrite") from None
+        previous = json.loads(names.out.read_bytes(names.build_json))
+    except (OSError, ValueError, SrDegradeError):
+        raise BuildError(
+            f"{names.out.path(names.build_json)} is missing or unreadable: cannot resume; use --overwrite"
+        ) from None
     old = previous.get("fingerprint", {})
     differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
     if differ:
@@ -568,35 +325,60 @@ def _prepare_output(
             f"{names.out} holds a build of another configuration (differs in: {', '.join(differ)}); "
             "rerun with the same arguments to --resume, or pass --overwrite to replace it"
         )
-    for tmp in names.out.glob(f"{names.prefix}{names.split}-*.tar.tmp"):
-        tmp.unlink()
-    # A shard counts as complete only when it holds what was written into it: shard_size whole
-    # samples, or (the last shard of a finished build) exactly the samples build.json counted. A
-    # shard cut at a member boundary still reads as a valid tar, so the count is what tells.
-    members = {"hr.png", "lr.png", "txt", "json"} | ({"emb.npy"} if opts.embed else set())
+    return previous
+
+
+def _prepare_output(
+    names: ShardNames, fingerprint: dict[str, Any], opts: BuildOptions, log: Callable[[str], None]
+) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Check the output folder; returns (complete shards kept, their index rows, errors kept).
+
+    With --resume, shards 0, 1, ... are kept while each holds what was written into it: shard_size whole
+    samples, or (the last shard of a finished build) exactly the samples build.json counted (a shard cut
+    at a member boundary still reads as a valid tar, so the count is what tells); the rest are removed.
+    The Ray engine keeps any complete shard its plan still wants (`ray_build`); it reads none here.
+    """
+    out = names.out
+    out.mkdir()
+    existing = names.own_files()
+    if not existing:
+        return 0, [], []
+    if opts.overwrite:
+        for name in existing:
+            out.unlink(name)
+        return 0, [], []
+    _check_output(names, opts)
+    previous = _previous_build(names, fingerprint)
+    for tmp in out.names(names.shard_pattern + ".tmp"):
+        out.unlink(tmp)
+    errors = []
+    if out.exists(names.errors):
+        text = out.read_bytes(names.errors).decode()
+        errors = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if opts.engine == "ray":
+        return 0, [], errors
     counts = previous.get("counts") or {}
     finished = previous.get("status") == "complete"
     kept, rows = 0, []
-    while names.shard(kept).exists():
+    while out.exists(names.shard(kept)):
         shard = names.shard(kept)
         try:
-            found = _shard_rows(shard, members)
-        except (tarfile.TarError, OSError, ValueError, KeyError, TypeError) as e:
-            log(f"{shard.name} is damaged ({e}): rebuilding from it")
+            with out.open_read(shard) as f:
+                found = shard_rows(f, shard, _members(opts))
+        except (tarfile.TarError, OSError, ValueError, KeyError, TypeError, SrDegradeError) as e:
+            log(f"{shard} is damaged ({e}): rebuilding from it")
             break
         last_of_finished = finished and counts.get("shards") == kept + 1
         expected = counts.get("samples", -1) - len(rows) if last_of_finished else opts.shard_size
         if len(found) != expected or len(found) > opts.shard_size:
-            log(f"{shard.name} is damaged ({len(found)} of {expected} samples): rebuilding from it")
+            log(f"{shard} is damaged ({len(found)} of {expected} samples): rebuilding from it")
             break
         rows += found
         kept += 1
-    for later in sorted(names.out.glob(f"{names.prefix}{names.split}-*.tar")):
-        if later not in {names.shard(k) for k in range(kept)}:
-            later.unlink()
-    errors = []
-    if names.errors.exists():
-        errors = [json.loads(line) for line in names.errors.read_text().splitlines() if line.strip()]
+    keep = {names.shard(k) for k in range(kept)}
+    for later in out.names(names.shard_pattern):
+        if later not in keep:
+            out.unlink(later)
     return kept, rows, errors
 
 
@@ -604,34 +386,49 @@ def build(opts: BuildOptions, *, progress: bool = True, log: Callable[[str], Non
     """Run one build (or one part of it). Raises SrDegradeError subclasses for what a user can fix.
 
     Arguments and the output folder are checked before anything heavy loads (the text encoder), so
-    a refusal is immediate. One process at a time builds a given (output folder, split, part): the
+    a refusal is immediate. One process at a time builds a given (local output folder, split, part): the
     others get a LockError naming the holder's PID. The lock is the operating system's, freed when
-    its holder dies, so `--resume` after a kill -9 just works.
+    its holder dies, so `--resume` after a kill -9 just works. (An output URL has no lock: one build
+    at a time per URL is the user's to keep.)
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if opts.split is None:
         opts = replace(opts, split=_default_split(opts.src, opts.val))
     _validate(opts)
     i, n = opts.part
-    names = _Names(Path(opts.out), f"part{i}of{n}-" if n > 1 else "", opts.split)
-    created = [p for p in (names.out, *names.out.parents) if not p.exists()]  # folders the lock will make
+    names = ShardNames(Output(opts.out), f"part{i}of{n}-" if n > 1 else "", opts.split)
+    if names.out.remote:
+        _check_output(names, opts)
+        return _build(opts, names, progress, log)
+    folder = Path(names.out.where)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # folders the lock will make
     try:
-        with exclusive(names.lock, f"the build of {names.prefix}{names.split} in {names.out}"):
+        with exclusive(names.lock, f"the build of {names.prefix}{names.split} in {folder}"):
             _check_output(names, opts)  # fast refusal, before the source is walked or the encoder loads
             return _build(opts, names, progress, log)
     except BaseException:
         if created:  # a build that failed before writing anything leaves no folder behind
             with contextlib.suppress(OSError):
                 names.lock.unlink()
-                for folder in created:
-                    folder.rmdir()  # only when empty
+                for f in created:
+                    f.rmdir()  # only when empty
         raise
 
 
-def _build(opts: BuildOptions, names: _Names, progress: bool, log: Callable[[str], None]) -> BuildSummary:
+@dataclass
+class _Plan:
+    """What a build makes: the source, the images of this part in order, and their shard key stems."""
+
+    source: Any
+    images: list[Any]
+    stems: dict[str, str]
+    source_id: str
+    all_keys: list[str]
+
+
+def _plan(opts: BuildOptions) -> _Plan:
     from .sources import open_source, split_holdout
 
-    started = time.perf_counter()
     source = open_source(opts.src, root=opts.root, split=opts.split, check=opts.check_manifest)
     images = list(source.images)
     if opts.holdout:
@@ -640,9 +437,72 @@ def _build(opts: BuildOptions, names: _Names, progress: bool, log: Callable[[str
     stems = _unique_keys([im.key for im in images])
     i, n = opts.part
     images = images[i * len(images) // n : (i + 1) * len(images) // n]
+    return _Plan(source, images, stems, _source_id(source), [im.key for im in source.images])
 
-    encoder = None
-    encoder_id = None
+
+def _job(opts: BuildOptions) -> dict[str, Any]:
+    """What a worker needs to make samples (build_worker.init_worker)."""
+    return {
+        "config": opts.config.to_dict(),
+        "crop": opts.resolved_crop(),
+        "crops": 1 if opts.val else opts.crops_per_image,
+        "seed": opts.seed,
+        "format": opts.prompt_format,
+        "max_pixels": opts.max_pixels,
+    }
+
+
+def _build_info(opts: BuildOptions, plan: _Plan, fingerprint: dict[str, Any], encoder_id) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "status": "running",
+        "fingerprint": fingerprint,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k != "config"},
+        "config": opts.config.to_dict(),
+        "source": plan.source.describe(),
+        "encoder": encoder_id,
+        "versions": _versions(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass
+class _Run:
+    """A build in progress: what the engine adds to, and what `_finish` writes at the end."""
+
+    names: ShardNames
+    opts: BuildOptions
+    plan: _Plan
+    ctx: SampleContext
+    info: dict[str, Any]
+    rows: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    summary: BuildSummary
+    started: float
+    first_done: float | None = None
+    first_rows: int = 0
+    status: str = "interrupted"
+
+    def error_entry(self, position: int, key: str, reason: str) -> dict[str, Any]:
+        path = str(self.plan.images[position].path)
+        return {"image": text_key(key), "path": text_key(path), "reason": text_key(reason)}
+
+    def mark_first(self) -> None:
+        if self.first_done is None:
+            self.first_done, self.first_rows = time.perf_counter(), len(self.rows)
+
+
+def _build(opts: BuildOptions, names: ShardNames, progress: bool, log: Callable[[str], None]) -> BuildSummary:
+    started = time.perf_counter()
+    plan = _plan(opts)
+    if opts.engine == "ray":
+        from . import ray_build
+
+        return ray_build.run(
+            opts, names, plan, progress, log, job=_job(opts), members=_members(opts), finish=_finish,
+            begin=lambda encoder_id, dim: _start(opts, names, plan, encoder_id, dim, log, started),
+        )  # fmt: skip
+    embedding, encoder_id, dim = None, None, None
     if opts.embed:
         from .embed import DEFAULT_ENCODER, load_text_encoder
 
@@ -653,142 +513,115 @@ def _build(opts: BuildOptions, names: _Names, progress: bool, log: Callable[[str
 
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        encoder_id = encoder.info.to_dict()
-    source_id = _source_id(source)
-    fingerprint = _fingerprint(opts, source_id, [im.key for im in source.images], encoder_id)
+        embedding, encoder_id, dim = Embeddings(encoder), encoder.info.to_dict(), encoder.info.dim
+    try:
+        return _run_local(opts, names, plan, embedding, encoder_id, dim, log, progress, started)
+    finally:
+        if embedding is not None:
+            torch.set_num_threads(torch_threads)
+
+
+def _start(
+    opts: BuildOptions, names: ShardNames, plan: _Plan, encoder_id, dim, log: Callable[[str], None], started: float
+) -> _Run:
+    """Check the output, write build.json (status running), and the run that engines fill."""
+    fingerprint = _fingerprint(opts, plan.source_id, plan.all_keys, encoder_id)
     kept, rows, errors = _prepare_output(names, fingerprint, opts, log)
-
-    # Where to continue: the sample after the last one stored in a complete shard.
-    position_of = {text_key(im.key): p for p, im in enumerate(images)}
-    start_pos, start_crop = 0, 0
-    if rows:
-        last = rows[-1]
-        start_pos, start_crop = position_of[last["image"]], last["crop_index"] + 1
-    errors = [e for e in errors if position_of.get(e["image"], -1) < start_pos]
-    n_crops = 1 if opts.val else opts.crops_per_image
-    if start_crop >= n_crops:
-        start_pos, start_crop = start_pos + 1, 0
-
-    build_info: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "status": "running",
-        "fingerprint": fingerprint,
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k != "config"},
-        "config": opts.config.to_dict(),
-        "source": source.describe(),
-        "encoder": encoder_id,
-        "versions": _versions(),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    _write_json(names.build_json, build_info)
+    info = _build_info(opts, plan, fingerprint, encoder_id)
+    _write_json(names.out, names.build_json, info)
     if kept:
         log(f"resuming after {kept} complete shards ({len(rows)} samples)")
+    ctx = SampleContext(plan.source_id, opts.seed, opts.prompt_format, opts.config.scale, encoder_id, dim)
+    summary = BuildSummary(images=len(plan.images), resumed_from=kept)
+    return _Run(names, opts, plan, ctx, info, rows, errors, summary, started)
 
-    job = {
-        "config": opts.config.to_dict(),
-        "crop": opts.resolved_crop(),
-        "crops": n_crops,
-        "seed": opts.seed,
-        "format": opts.prompt_format,
-        "max_pixels": opts.max_pixels,
-    }
+
+def _run_local(
+    opts: BuildOptions, names: ShardNames, plan: _Plan, embedding, encoder_id, dim, log, progress: bool, started
+) -> BuildSummary:
+    run = _start(opts, names, plan, encoder_id, dim, log, started)
+    # Where to continue: the sample after the last one stored in a complete shard.
+    position_of = {text_key(im.key): p for p, im in enumerate(plan.images)}
+    start_pos, start_crop = 0, 0
+    if run.rows:
+        last = run.rows[-1]
+        start_pos, start_crop = position_of[last["image"]], last["crop_index"] + 1
+    run.errors = [e for e in run.errors if position_of.get(e["image"], -1) < start_pos]
+    if start_crop >= (1 if opts.val else opts.crops_per_image):
+        start_pos, start_crop = start_pos + 1, 0
     tasks = [
-        (p, im.key, str(im.path), start_crop if p == start_pos else 0) for p, im in enumerate(images) if p >= start_pos
+        (p, im.key, str(im.path), start_crop if p == start_pos else 0)
+        for p, im in enumerate(plan.images)
+        if p >= start_pos
     ]
-    workers = opts.workers or os.cpu_count() or 1
-    summary = BuildSummary(images=len(images), resumed_from=kept)
-    sink = _ShardSink(names, opts.shard_size, kept)
-    embeddings: dict[str, bytes] = {}
-    emb_lengths: dict[str, int] = {}
-    status = "interrupted"
-    with open(names.errors, "w") as err_log:
-        for e in errors:
-            err_log.write(json.dumps(e) + "\n")
-        bar = Progress(len(tasks), f"build {names.prefix}{opts.split}", unit="img", enabled=progress)
-        first_done, first_rows = None, 0
-        try:
-            for result in _ordered_results(tasks, workers, job):
-                if first_done is None:
-                    first_done, first_rows = time.perf_counter(), len(rows)
-                if "error" in result:
-                    path = str(images[result["position"]].path)
-                    entry = {"image": text_key(result["key"]), "path": text_key(path)}
-                    entry["reason"] = text_key(result["error"])
-                    errors.append(entry)
-                    err_log.write(json.dumps(entry) + "\n")
-                    err_log.flush()
-                for s in result.get("samples", []):
-                    key = f"{stems[result['key']]}_c{s['crop_index']}"
-                    meta = {
-                        "schema": SCHEMA_VERSION,
-                        "source": source_id,
-                        "image": text_key(result["key"]),
-                        "image_size": result["image_size"],
-                        "crop": s["box"],
-                        "lr_size": s["lr_size"],
-                        "seeds": {"build": opts.seed, "crop_index": s["crop_index"]},
-                        "params": s["params"],
-                        "bins": s["bins"],
-                        "prompt": s["prompt"],
-                        "prompt_format": opts.prompt_format,
-                        "scale": opts.config.scale,
-                        "encoder": None,
-                    }
-                    members: dict[str, Any] = {
-                        "__key__": key,
-                        "hr.png": s["hr_png"],
-                        "lr.png": s["lr_png"],
-                        "txt": s["prompt"].encode("utf-8"),
-                    }
-                    if encoder is not None:
-                        prompt = s["prompt"]
-                        if prompt not in embeddings:
-                            emb = encoder.encode(prompt)
-                            embeddings[prompt], emb_lengths[prompt] = encode_npy(emb), emb.shape[0]
-                        members["emb.npy"] = embeddings[prompt]
-                        meta["encoder"] = {**encoder_id, "L": emb_lengths[prompt], "D": encoder.info.dim}
-                    members["json"] = encode_json(meta)
-                    shard = sink.add(members)
-                    rows.append(_row(key, shard, meta))
-                bar.update(1, extra=_tally(len(rows), sink.k, len(errors)))
-            sink.finish()
-            bar.extra = _tally(len(rows), sink.k, len(errors))
-            status = "complete"
-        except OSError as e:
-            sink.abort()
-            if e.errno in _FULL_DISK:
-                status = "stopped: disk full"
-                raise BuildError(
-                    f"disk full while writing to {names.out} ({e.strerror}); the {sink.k} complete shards are kept: "
-                    "free some space and rerun the same command with --resume"
-                ) from None
-            raise
-        except BaseException:
-            sink.abort()
-            raise
-        finally:
-            bar.close()
-            summary.shards = sink.k
-            summary.samples = len(rows)
-            summary.errors = len(errors)
-            summary.bytes = sum(names.shard(k).stat().st_size for k in range(sink.k) if names.shard(k).exists())
-            summary.seconds = time.perf_counter() - started
-            if first_done is not None:
-                summary.steady_seconds = time.perf_counter() - first_done
-                summary.steady_samples = len(rows) - first_rows
-            if encoder is not None:
-                torch.set_num_threads(torch_threads)
-            complete_rows = [r for r in rows if names.out.joinpath(r["shard"]).exists()]
-            with contextlib.suppress(OSError):
-                _write_index(names.index, complete_rows)
-                build_info.update(
-                    status=status,
-                    finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    counts={**asdict(summary), "samples_per_s": round(summary.rate, 2)},
-                    errors=len(errors),
-                )
-                _write_json(names.build_json, build_info)
-    return summary
+    sink = ShardSink(names, opts.shard_size, run.summary.resumed_from)
+    bar = Progress(len(tasks), f"build {names.prefix}{opts.split}", unit="img", enabled=progress)
+    try:
+        for result in _ordered_results(tasks, opts.workers or os.cpu_count() or 1, _job(opts)):
+            run.mark_first()
+            if "error" in result:
+                run.errors.append(run.error_entry(result["position"], result["key"], result["error"]))
+                _write_errors(run)
+            for s in result.get("samples", []):
+                key, members, meta = sample_members(plan.stems[result["key"]], result, s, run.ctx, embedding)
+                run.rows.append(index_row(key, sink.add(members), meta))
+            bar.update(1, extra=_tally(len(run.rows), sink.k, len(run.errors)))
+        sink.finish()
+        bar.extra = _tally(len(run.rows), sink.k, len(run.errors))
+        run.status = "complete"
+    except OSError as e:
+        sink.abort()
+        if e.errno in _FULL_DISK:
+            run.status = "stopped: disk full"
+            raise BuildError(
+                f"disk full while writing to {names.out} ({e.strerror}); the {sink.k} complete shards are kept: "
+                "free some space and rerun the same command with --resume"
+            ) from None
+        raise
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        bar.close()
+        run.summary.shards = sink.k
+        _finish(run)
+    return run.summary
+
+
+def _write_errors(run: _Run) -> None:
+    """errors.jsonl, rewritten whole (it stays small): the images not used so far, in image order."""
+    text = "".join(json.dumps(e) + "\n" for e in run.errors)
+    with contextlib.suppress(OSError):
+        run.names.out.write_bytes(run.names.errors, text.encode())
+
+
+def _finish(run: _Run) -> None:
+    """The index of the complete shards and build.json with the outcome (also after a failure)."""
+    names, summary = run.names, run.summary
+    summary.samples = len(run.rows)
+    summary.errors = len(run.errors)
+    complete = set(names.out.names(names.shard_pattern))
+    summary.bytes = sum(_sizes(names.out, sorted(complete)))
+    summary.seconds = time.perf_counter() - run.started
+    if run.first_done is not None:
+        summary.steady_seconds = time.perf_counter() - run.first_done
+        summary.steady_samples = len(run.rows) - run.first_rows
+    with contextlib.suppress(OSError, SrDegradeError):
+        _write_errors(run)
+        names.out.write_bytes(names.index, index_bytes([r for r in run.rows if r["shard"] in complete]))
+        run.info.update(
+            status=run.status,
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            counts={**asdict(summary), "samples_per_s": round(summary.rate, 2)},
+            errors=len(run.errors),
+        )
+        _write_json(names.out, names.build_json, run.info)
+
+
+def _sizes(out: Output, names: list[str]) -> list[int]:
+    if out.remote:
+        return [storage.size(out.path(n)) for n in names]
+    return [(Path(out.where) / n).stat().st_size for n in names]
 
 
 def merge_parts(out: str | Path, parts: list[str | Path] | None = None) -> dict[str, Any]:
@@ -835,7 +668,7 @@ def merge_parts(out: str | Path, parts: list[str | Path] | None = None) -> dict[
                 counts[k] = counts.get(k, 0) + v
     table = pa.concat_tables(tables)
     out.mkdir(parents=True, exist_ok=True)
-    _write_index(out / "index.parquet", table.to_pylist())
+    write_index(out / "index.parquet", table.to_pylist())
     merged = {
         **json.loads(seen[0].read_text()),
         "status": "complete",
@@ -843,5 +676,5 @@ def merge_parts(out: str | Path, parts: list[str | Path] | None = None) -> dict[
         "counts": counts,
     }
     merged["fingerprint"] = {**merged["fingerprint"], "part": [0, 1]}
-    _write_json(out / "build.json", merged)
+    _write_json(Output(out), "build.json", merged)
     return {"parts": total, "samples": table.num_rows}

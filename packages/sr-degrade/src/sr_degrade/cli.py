@@ -222,7 +222,12 @@ def build_cmd(
     src: Annotated[
         str, typer.Option("--src", help="Named source (LSDIR, DIV2K-val, ...), 'sample', a folder or a list file.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the shards, index.parquet, build.json.")],
+    out: Annotated[
+        str,
+        typer.Option(
+            "--out", "-o", help="Output folder for the shards, index.parquet, build.json; or a URL (s3://bucket/dir)."
+        ),
+    ],
     root: Annotated[
         Optional[str], typer.Option("--root", help="Root folder of a named source (or its environment variable).")
     ] = None,
@@ -269,6 +274,13 @@ def build_cmd(
         bool, typer.Option("--no-manifest-check", help="Do not compare a named source with its manifest first.")
     ] = False,
     max_pixels: MaxPixelsOpt = MAX_PIXELS,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (worker processes) or ray (one task per shard; sr-degrade[ray]).")
+    ] = "local",
+    address: Annotated[
+        Optional[str],
+        typer.Option("--address", help="With --engine ray: the cluster (HOST:PORT or auto); default a local Ray."),
+    ] = None,
 ) -> None:
     """Build webdataset shards: HR crop, LR, prompt, exact parameters and text embedding per sample."""
     from .build import BuildOptions, build
@@ -302,6 +314,8 @@ def build_cmd(
         check_manifest=not no_check,
         max_pixels=max_pixels,
         config=_load_config(config, scale),
+        engine=engine,
+        address=address,
     )
     summary = build(opts)
     typer.echo(summary.text())

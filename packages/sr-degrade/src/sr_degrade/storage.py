@@ -566,3 +566,18 @@ __all__ = [
     "shown",
     "write_bytes",
 ]
+
+
+def size(url: str | os.PathLike) -> int:
+    """The size in bytes of a file or object (a build's summary counts its shards' bytes)."""
+    if not is_url(url):
+        path = _local(url)
+        try:
+            return os.path.getsize(path)
+        except OSError as e:
+            raise _local_fail(path, e) from None
+    fs, path = _filesystem(str(url))
+    try:
+        return int(fs.size(path))
+    except Exception as e:
+        raise _fail(str(url), e) from None
