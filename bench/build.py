@@ -10,11 +10,15 @@ PNG-encoding every HR crop and LR with the builder's settings. "End-to-end" incl
 "steady" counts from the first image's result on, the rate a long build runs at. Goals: build >= 50% of the floor
 per worker, scaling efficiency (rate at 2 workers / 2 x rate at 1) >= 0.8.
 
+With --engine ray: the same builds on a local Ray of 1 and 2 CPUs (`--engine ray`, one task per shard of 8
+samples), steady samples/s per worker next to the local engine's measured in the same run, and the Ray
+engine's scaling from 1 to 2 workers. Goal: >= 0.9 of the local per-worker rate.
+
 Reader: samples/s of `open_shards(crop=256)` delivering aligned 256x256 training crops from
 512x512 shards, in one process, next to the PNG-decode floor of the same samples (HR + LR).
 Goal: >= 80% of the floor.
 
-    python bench/build.py [--images 48] [--encoder minilm]
+    python bench/build.py [--images 48] [--encoder minilm] [--engine ray]
 """
 
 from __future__ import annotations
@@ -74,8 +78,10 @@ def codec_floor(paths: list[Path], crop: int, crops: int) -> float:
     return len(work) / (time.perf_counter() - t0)
 
 
-def timed_build(src: str, out: Path, workers: int, crop: int, crops: int, encoder: str) -> tuple[int, float, float]:
-    """(samples, end-to-end samples/s with start-up, steady samples/s after the first image)."""
+def timed_build(
+    src: str, out: Path, workers: int, crop: int, crops: int, encoder: str, engine: str = "local", shard_size: int = 100
+) -> tuple[int, float, float]:
+    """(samples, end-to-end samples/s with start-up, steady samples/s after the first image, or shard with Ray)."""
     opts = BuildOptions(
         src=src,
         out=out,
@@ -83,13 +89,42 @@ def timed_build(src: str, out: Path, workers: int, crop: int, crops: int, encode
         crop_size=crop,
         crops_per_image=crops,
         text_encoder=encoder,
-        shard_size=100,
+        shard_size=shard_size,
         overwrite=True,
+        engine=engine,
     )
-    t0 = time.perf_counter()
-    summary = build(opts, progress=False)
-    total = time.perf_counter() - t0
+    ray = None
+    if engine == "ray":  # a local Ray of `workers` CPUs, started outside the timing (a cluster is up already)
+        import ray
+
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        t0 = time.perf_counter()
+        summary = build(opts, progress=False)
+        total = time.perf_counter() - t0
+    finally:
+        if ray is not None:
+            ray.shutdown()
     return summary.samples, summary.samples / total, summary.steady_samples / summary.steady_seconds
+
+
+def ray_table(cases, tmp: Path, encoder: str) -> None:
+    """The Ray engine against the local engine, the same builds in the same run."""
+    print(
+        "| set | workers | local steady per worker | ray steady per worker | ray / local | ray end-to-end "
+        "| ray scaling |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, src, _paths, crop, crops in cases:
+        one = None
+        for workers in (1, 2):
+            _, _, local = timed_build(src, tmp / "out", workers, crop, crops, encoder, shard_size=8)
+            _, end_to_end, rate = timed_build(src, tmp / "out_ray", workers, crop, crops, encoder, "ray", 8)
+            one = one or rate
+            print(
+                f"| {label} | {workers} | {local / workers:.2f} | {rate / workers:.2f} | {rate / local:.2f} "
+                f"| {end_to_end:.2f} | {rate / (workers * one):.2f} |"
+            )
 
 
 def reader_rates(shards: Path, n: int) -> tuple[float, float]:
@@ -116,6 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=48, help="images in the synthetic folder")
     ap.add_argument("--encoder", default="minilm", help="text encoder of the builds")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local", help="ray: the Ray engine against local")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     print(f"{os.cpu_count()} cores; encoder {args.encoder}\n")
@@ -126,6 +162,9 @@ def main() -> None:
             ("sample photos (6, crop 256 x2)", "sample", sample_paths(), 256, 2),
             (f"synthetic folder ({args.images} x 1200x900, crop 512 x2)", str(tmp / "synth"), synth, 512, 2),
         ]
+        if args.engine == "ray":
+            ray_table(cases, tmp, args.encoder)
+            return
         print(
             "| set | workers | samples | end-to-end samples/s | steady samples/s | steady per worker "
             "| floor per core | per worker / floor | scaling |"
