@@ -4,7 +4,9 @@ The denoiser, diffusion schedule, trainer, sampler and evaluation land here; pro
 degradation come from `sr_degrade`, which this package builds on.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["__version__", "upscale"]
 
 
 def upscale(image, prompt: str = "", *, model, **kwargs):

@@ -36,6 +36,8 @@ from sr_degrade.errors import SrDegradeError
 from sr_degrade.imageio import check_image_size, decode_image, write_image
 from sr_degrade.text import NONE, canonical_prompt, normalise_prompt, parse_prompt, vocabulary
 
+from .prompts import find_estimator, open_estimator
+
 #: Levels a component control offers: "none" leaves its phrase out (or, for a model trained without
 #: omitted operations, becomes the lightest level with a note, as `canonical_prompt` does).
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -100,7 +102,6 @@ class Studio:
     """The model side of the page: one loaded model, its optional estimator, and the run folder."""
 
     def __init__(self, model: Path, out: Path, device: str = "cpu", max_pixels: int = MAX_PIXELS):
-        from .cli import _estimator_dir
         from .estimator import omits_ops
         from .inference import Upscaler
 
@@ -109,12 +110,9 @@ class Studio:
         self.cfg = self.up.model.degradation
         self.omission = omits_ops(self.cfg)
         self.estimator = None
-        est_dir = _estimator_dir(None, self.model_dir)
+        est_dir = find_estimator(None, self.model_dir)
         if est_dir is not None:
-            from .estimator import check_compatible, load_estimator
-
-            self.estimator = load_estimator(est_dir)
-            check_compatible(self.estimator, self.up.scale, self.cfg)
+            self.estimator = open_estimator(est_dir, self.up.scale, self.cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one upscale at a time, whatever the web server does
         self._count_lock = threading.Lock()

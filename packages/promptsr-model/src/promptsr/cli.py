@@ -7,7 +7,7 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 
-from . import __version__
+from ._version import __version__
 
 app = typer.Typer(
     name="promptsr",
@@ -141,21 +141,63 @@ _Strength = Annotated[
         "strength x T and run that share of the steps.",
     ),
 ]
+_Steps = Annotated[int, typer.Option(help="Sampling steps.")]
+_Scheduler = Annotated[str, typer.Option(help="ddim, dpm-solver++, euler, unipc or a diffusers class.")]
+_Dtype = Annotated[str, typer.Option(help="float32 or bfloat16.")]
+_Batch = Annotated[int, typer.Option(help="Tiles per forward pass.")]
+_Tile = Annotated[int, typer.Option(help="Tile side in HR pixels (memory is bounded by it).")]
+_Overlap = Annotated[int, typer.Option(help="Overlap of neighbouring tiles in HR pixels.")]
+_ColorFix = Annotated[str, typer.Option("--color-fix", help="none, adain or wavelet.")]
+_FreeText = Annotated[
+    bool,
+    typer.Option(
+        "--free-text",
+        help="A prompt in your own words: mapped onto the vocabulary where it can be (printed as "
+        "'understood as: ...'), else passed to the text encoder.",
+    ),
+]
+_Compile = Annotated[
+    str,
+    typer.Option(
+        "--compile",
+        help="off, on (= inductor) or a torch.compile backend name; compiling costs time once per tile shape.",
+    ),
+]
+_Tf32 = Annotated[
+    Optional[bool], typer.Option("--tf32/--no-tf32", help="TF32 matmuls/convolutions (default: on for CUDA).")
+]
+_ChannelsLast = Annotated[
+    Optional[bool], typer.Option("--channels-last/--no-channels-last", help="NHWC weights (default: on for CUDA).")
+]
+_DeviceShare = Annotated[
+    float,
+    typer.Option(
+        "--device-share",
+        help="Share of the GPU's memory the whole-image state may take; larger images keep it on the host.",
+    ),
+]
+_UpscalePrompt = Annotated[
+    Optional[str], typer.Option("--prompt", "-p", help='Degradation prompt, e.g. "light blur, downsample".')
+]
+_PromptTable = Annotated[
+    Optional[Path], typer.Option("--prompts", help="CSV of image,prompt rows (per-image prompts).")
+]
+_AutoEstimator = Annotated[
+    Optional[Path],
+    typer.Option("--estimator", help="Degradation estimator for --prompt auto (default: the model folder's)."),
+]
 
 
-def _clip_choice(clip: Optional[str], no_clip: bool) -> Optional[str]:
-    """--clip / --no-clip as one value (None: the model's); a bad or contradictory choice exits 2."""
-    from .diffusion import check_clip
+def _sampling(steps, scheduler, seed, tile, overlap, batch, color, clip, no_clip, strength):
+    """The sampling options of a command, checked (exit 2 with one line for a bad value)."""
+    from .options import SamplingOptions, clip_choice
 
-    if no_clip and clip not in (None, "none"):
-        fail(f"--no-clip contradicts --clip {clip}")
-    choice = "none" if no_clip else clip
-    if choice is not None:
-        try:
-            check_clip(choice)
-        except ValueError as e:
-            fail(f"--clip: {e}")
-    return choice
+    try:
+        return SamplingOptions(
+            steps, scheduler, seed, tile, overlap, batch, color, clip_choice(clip, no_clip), strength
+        ).check_inputs()
+    except ValueError as e:
+        fail(str(e))
 
 
 @app.command("upscale")
@@ -163,57 +205,26 @@ def upscale(
     inputs: Annotated[list[Path], typer.Argument(help="LR images, or folders of them.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output image (one input) or folder.")],
     model: Annotated[Path, typer.Option("--model", "-m", help="A model folder written by promptsr export.")],
-    prompt: Annotated[
-        Optional[str], typer.Option("--prompt", "-p", help='Degradation prompt, e.g. "light blur, downsample".')
-    ] = None,
-    prompts: Annotated[
-        Optional[Path], typer.Option("--prompts", help="CSV of image,prompt rows (per-image prompts).")
-    ] = None,
-    free_text: Annotated[
-        bool,
-        typer.Option(
-            "--free-text",
-            help="A prompt in your own words: mapped onto the vocabulary where it can be (printed as "
-            "'understood as: ...'), else passed to the text encoder.",
-        ),
-    ] = False,
-    estimator: Annotated[
-        Optional[Path],
-        typer.Option("--estimator", help="Degradation estimator for --prompt auto (default: the model folder's)."),
-    ] = None,
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
-    scheduler: Annotated[str, typer.Option(help="ddim, dpm-solver++, euler, unipc or a diffusers class.")] = "ddim",
+    prompt: _UpscalePrompt = None,
+    prompts: _PromptTable = None,
+    free_text: _FreeText = False,
+    estimator: _AutoEstimator = None,
+    steps: _Steps = 50,
+    scheduler: _Scheduler = "ddim",
     seed: Annotated[int, typer.Option(help="Seed of the initial noise.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
-    batch: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
-    tile: Annotated[int, typer.Option(help="Tile side in HR pixels (memory is bounded by it).")] = 512,
-    overlap: Annotated[int, typer.Option(help="Overlap of neighbouring tiles in HR pixels.")] = 64,
-    color_fix: Annotated[str, typer.Option("--color-fix", help="none, adain or wavelet.")] = "none",
+    dtype: _Dtype = "float32",
+    batch: _Batch = 4,
+    tile: _Tile = 512,
+    overlap: _Overlap = 64,
+    color_fix: _ColorFix = "none",
     clip: _Clip = None,
     no_clip: _NoClip = False,
     strength: _Strength = 1.0,
-    compile: Annotated[
-        str,
-        typer.Option(
-            "--compile",
-            help="off, on (= inductor) or a torch.compile backend name; compiling costs time once per tile shape.",
-        ),
-    ] = "off",
-    tf32: Annotated[
-        Optional[bool], typer.Option("--tf32/--no-tf32", help="TF32 matmuls/convolutions (default: on for CUDA).")
-    ] = None,
-    channels_last: Annotated[
-        Optional[bool],
-        typer.Option("--channels-last/--no-channels-last", help="NHWC weights (default: on for CUDA)."),
-    ] = None,
-    device_share: Annotated[
-        float,
-        typer.Option(
-            "--device-share",
-            help="Share of the GPU's memory the whole-image state may take; larger images keep it on the host.",
-        ),
-    ] = 0.25,
+    compile: _Compile = "off",
+    tf32: _Tf32 = None,
+    channels_last: _ChannelsLast = None,
+    device_share: _DeviceShare = 0.25,
 ) -> None:
     """Upscale images with a prompt: output exactly scale x the input, any size (tiles blended every step).
 
@@ -222,162 +233,58 @@ def upscale(
     "auto" is written per image by the degradation estimator (the model folder's, or --estimator).
     """
     from sr_degrade.errors import SrDegradeError
-    from sr_degrade.imageio import IMAGE_EXTENSIONS, read_image, read_image_size, write_image
-    from sr_degrade.progress import Progress
 
-    # Everything checkable without the model first: a bad argument is refused before torch loads.
-    missing = [str(i) for i in inputs if not i.exists()]
-    if missing:
-        fail(f"no such file or folder: {', '.join(missing)}")
-    files: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            files.append(item)
-    if not files:
-        fail("no input images found")
-    if steps < 1:
-        fail(f"--steps {steps} must be at least 1")
-    if tile < 1 or not 0 <= overlap < tile:
-        fail(f"--overlap {overlap} must be >= 0 and smaller than --tile ({tile})")
-    if batch < 1:
-        fail(f"--batch {batch} must be at least 1")
-    if prompt and not free_text and prompt.strip().lower() != AUTO:
-        try:
-            _check_prompt(prompt, model)
-        except (SrDegradeError, OSError, ValueError) as e:
-            fail(str(e))
-    sidecars = [f.with_suffix(".txt").read_text().strip().lower() for f in files if f.with_suffix(".txt").exists()]
-    wants_auto = (prompt or "").strip().lower() == AUTO or AUTO in sidecars
-    if prompts and prompts.is_file():
-        wants_auto = wants_auto or any(line.rstrip().lower().endswith(f",{AUTO}") for line in prompts.open())
-    if wants_auto or estimator is not None:
-        est_dir = _estimator_dir(estimator, model)
-        if est_dir is None:
-            fail(_NO_ESTIMATOR.format(model=model))
-    from .diffusion import check_strength, steps_run  # torch loads here
+    from . import prompts as rules
+    from .jobs import input_files, upscale_files
 
+    try:  # everything checkable without the model first: a bad argument is refused before torch loads
+        files = input_files(inputs)
+        opts = _sampling(steps, scheduler, seed, tile, overlap, batch, color_fix, clip, no_clip, strength)
+        if prompt and not free_text and not rules.is_auto(prompt):
+            rules.check_vocabulary(prompt, model)
+    except (SrDegradeError, OSError, ValueError) as e:
+        fail(str(e))
+    use_estimator = estimator is not None or rules.needs_estimator(files, prompt, prompts)
+    est_dir = rules.find_estimator(estimator, model)
+    if use_estimator and est_dir is None:
+        fail(rules.NO_ESTIMATOR.format(model=model))
     try:
-        check_strength(strength)
-    except ValueError as e:
-        fail(f"--{e}")
-    to_folder = len(files) > 1 or any(i.is_dir() for i in inputs) or output.suffix == ""
-    clip = _clip_choice(clip, no_clip)
-    try:
-        from .evaluate import read_prompt_table
-
-        table = read_prompt_table(prompts) if prompts else {}
+        table = rules.read_prompt_table(prompts) if prompts else {}
         from .inference import Upscaler
 
         up = Upscaler(
-            model, device=device, dtype=dtype, compile=compile,
+            model, device=device, dtype=dtype, compile=compile, device_share=device_share,
             tf32="auto" if tf32 is None else tf32, channels_last="auto" if channels_last is None else channels_last,
-            device_share=device_share,
         )  # fmt: skip
-        up.check_settings(tile=tile, overlap=overlap, scheduler=scheduler, color=color_fix, clip=clip)
-        est = None
-        if wants_auto or estimator is not None:
-            from .estimator import check_compatible, load_estimator
-
-            est = load_estimator(est_dir)
-            check_compatible(est, up.scale, up.model.degradation)
+        up.check_settings(**opts.model_checks())
+        est = rules.open_estimator(est_dir, up.scale, up.model.degradation) if use_estimator else None
     except (SrDegradeError, OSError, ValueError) as e:
         fail(str(e))
     from .estimator import omits_ops
 
-    omission = omits_ops(up.model.degradation)
-    resolved: dict[str, str] = {}
-    if prompt is None and not table and not any(f.with_suffix(".txt").exists() for f in files):
+    source = rules.PromptSource(
+        prompt=prompt, table=table, free_text=free_text, estimator=est, degradation=up.model.degradation,
+        omission=omits_ops(up.model.degradation),
+    )  # fmt: skip
+    if not source.any_given(files):
         typer.echo("note: no prompt given: using the empty prompt (the model's 'without prompt' setting)", err=True)
-    failures: list[str] = []
-    bar = None
-    for f in files:
-        text = table.get(f.name, table.get(f.stem))
-        if text is None and f.with_suffix(".txt").exists():
-            text = f.with_suffix(".txt").read_text().strip()
-        text = prompt if text is None else text
-        target = output / (f.stem + ".png") if to_folder else output
-        try:
-            width, height = read_image_size(f, max_pixels=None)  # the header alone: refused before decoding
-            up.check_fits(height, width)
-            lr = read_image(f, max_pixels=None)
-            if (text or "").strip().lower() == AUTO:
-                text, notes, _ = est.prompt(lr, omission=omission)
-                typer.echo(f"{f.name}: estimated prompt: {text}")
-                for note in notes:
-                    typer.echo(f"note: {note}", err=True)
-            elif free_text and text:
-                if text not in resolved:
-                    resolved[text] = _understood(text, up.model.degradation, omission)
-                text = resolved[text]
-            if bar is None:
-                bar = Progress(len(files) * steps_run(steps, strength), "upscale", unit="step")
-            sr = up.upscale(
-                lr, text or "", steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap,
-                batch=batch, color=color_fix, free_text=free_text, clip=clip, strength=strength,
-                callback=lambda i, n, bar=bar: bar.update(1),
-            )  # fmt: skip
-            write_image(target, sr)
-        except (SrDegradeError, OSError) as e:
-            failures.append(str(e) if str(f) in str(e) else f"{f}: {e}")
-            typer.echo(f"error: {failures[-1]}", err=True)
-    if bar is not None:
-        bar.close()
-    done = len(files) - len(failures)
+    to_folder = len(files) > 1 or any(i.is_dir() for i in inputs) or output.suffix == ""
+    failures = upscale_files(
+        up, files, output, source, opts, to_folder=to_folder, say=typer.echo,
+        note=lambda m: typer.echo(f"note: {m}", err=True), error=lambda m: typer.echo(f"error: {m}", err=True),
+    )  # fmt: skip
+    _report_upscaled(len(files), failures, up.scale, output)
+
+
+def _report_upscaled(total: int, failures: list[str], scale: int, output: Path) -> None:
+    """The last line and the exit status: 2 when nothing was upscaled, 1 when some images failed."""
+    done = total - len(failures)
     if done == 0:
         raise typer.Exit(2)  # every failure is already on its own error: line
-    typer.echo(f"upscaled {done} of {len(files)} images x{up.scale} -> {output}")
+    typer.echo(f"upscaled {done} of {total} images x{scale} -> {output}")
     if failures:
-        typer.echo(f"{len(failures)} of {len(files)} failed (listed above)", err=True)
+        typer.echo(f"{len(failures)} of {total} failed (listed above)", err=True)
         raise typer.Exit(1)
-
-
-#: The prompt that asks the degradation estimator to write the prompt.
-AUTO = "auto"
-_NO_ESTIMATOR = (
-    "--prompt auto needs a degradation estimator: {model} has none (no estimator/ folder); pass --estimator DIR, "
-    "train one with `promptsr estimator train --data SHARDS --val SHARDS --out DIR`, or copy it into the model "
-    "folder with `promptsr export --estimator DIR`"
-)
-
-
-def _estimator_dir(estimator: Optional[Path], model: Optional[Path]) -> Optional[Path]:
-    """--estimator, else the model folder's estimator/; None when neither holds one (no torch needed)."""
-    for folder in (estimator, model / "estimator" if model else None):
-        if folder is not None:
-            return folder if (folder / "estimator.json").is_file() else None
-    return None
-
-
-def _understood(text: str, cfg, omission: bool) -> str:
-    """A free-text prompt mapped onto the vocabulary, printed as 'understood as: ...'; text with no
-    understood word at all goes to the text encoder as written."""
-    from sr_degrade.text import canonical_prompt, normalise_prompt
-
-    levels = normalise_prompt(text, cfg)
-    if levels.unknown:
-        typer.echo(f"note: not understood: {', '.join(levels.unknown)}", err=True)
-    if not levels:
-        typer.echo(f"understood as: nothing in the vocabulary; {text!r} goes to the text encoder as written")
-        return text
-    canonical, notes = canonical_prompt(levels, cfg, omission=omission)
-    for note in notes:
-        typer.echo(f"note: {note}", err=True)
-    typer.echo(f"understood as: {canonical}")
-    return canonical
-
-
-def _check_prompt(prompt: str, model: Path) -> None:
-    """Refuse a prompt outside the model's vocabulary before the model loads (degradation.json only)."""
-    import json
-
-    from sr_degrade.config import DegradationConfig
-    from sr_degrade.text import parse_prompt
-
-    cfg_file = model / "degradation.json"
-    cfg = DegradationConfig.from_dict(json.loads(cfg_file.read_text())) if cfg_file.exists() else None
-    parse_prompt(prompt, strict=True, cfg=cfg)
 
 
 @app.command("compare")
@@ -485,12 +392,6 @@ _Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 _Limit = Annotated[Optional[int], typer.Option(help="At most this many images per dataset.")]
 
 
-def _options(**kwargs):
-    from .evaluate import EvalOptions
-
-    return EvalOptions(**kwargs)
-
-
 @app.command("eval", epilog=_EVAL_EXIT)
 def eval_cmd(
     model: _Model,
@@ -513,15 +414,15 @@ def eval_cmd(
         typer.Option("--estimator", help="Estimator for --prompt-format estimated (default: the model folder's)."),
     ] = None,
     limit: _Limit = None,
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
-    scheduler: Annotated[str, typer.Option(help="ddim, dpm-solver++, euler, unipc or a diffusers class.")] = "ddim",
+    steps: _Steps = 50,
+    scheduler: _Scheduler = "ddim",
     seed: Annotated[int, typer.Option(help="Seed of the initial noise (and of re-rendered prompts).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ... (the model and the pyiqa metrics).")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
-    tile: Annotated[int, typer.Option(help="Tile side in HR pixels.")] = 512,
-    overlap: Annotated[int, typer.Option(help="Tile overlap in HR pixels.")] = 64,
-    batch: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
-    color_fix: Annotated[str, typer.Option("--color-fix", help="none, adain or wavelet.")] = "none",
+    dtype: _Dtype = "float32",
+    tile: _Tile = 512,
+    overlap: _Overlap = 64,
+    batch: _Batch = 4,
+    color_fix: _ColorFix = "none",
     free_text: Annotated[bool, typer.Option("--free-text", help="Allow prompts outside the vocabulary.")] = False,
     grids: Annotated[bool, typer.Option("--grids/--no-grids", help="Write grids/ (LR | bicubic | ours | HR).")] = True,
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", help="Write images/.")] = True,
@@ -538,16 +439,15 @@ def eval_cmd(
     """
     from sr_degrade.errors import SrDegradeError
 
-    from .evaluate import evaluate
+    from .evaluate import EvalOptions, evaluate
 
+    sampling = _sampling(steps, scheduler, seed, tile, overlap, batch, color_fix, clip, no_clip, strength)
     up, loader, metric_set, total = _eval_common(
         model, data, name, lr_folder, prompts, metrics, metric_weights, limit, device, dtype
     )
-    opts = _options(
-        steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch, color=color_fix,
-        prompt_format=prompt_format, free_text=free_text, grids=grids, save_images=save_images,
-        estimator=str(estimator) if estimator else None,
-        clip=_clip_choice(clip, no_clip), strength=strength,
+    opts = EvalOptions(
+        **sampling.upscale_kwargs(), prompt_format=prompt_format, free_text=free_text, grids=grids,
+        save_images=save_images, estimator=str(estimator) if estimator else None,
     )  # fmt: skip
     try:
         result = evaluate(up, loader(), metric_set, out, opts, total=total)
@@ -578,14 +478,14 @@ def ablate_cmd(
     metrics: _Metrics = "psnr,ssim,lpips,dists",
     metric_weights: _Weights = [],  # noqa: B006
     limit: _Limit = None,
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
-    scheduler: Annotated[str, typer.Option(help="Sampler.")] = "ddim",
+    steps: _Steps = 50,
+    scheduler: _Scheduler = "ddim",
     seed: Annotated[int, typer.Option(help="Seed of the noise and of re-rendered prompts.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
-    tile: Annotated[int, typer.Option(help="Tile side in HR pixels.")] = 512,
-    overlap: Annotated[int, typer.Option(help="Tile overlap in HR pixels.")] = 64,
-    batch: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 4,
+    dtype: _Dtype = "float32",
+    tile: _Tile = 512,
+    overlap: _Overlap = 64,
+    batch: _Batch = 4,
     draws: Annotated[int, typer.Option(help="(loss) Paired (t, noise) draws per image.")] = 4,
     crop: Annotated[int, typer.Option(help="(loss) HR centre-crop side in pixels; 0: the whole image.")] = 256,
 ) -> None:
@@ -631,7 +531,10 @@ def ablate_cmd(
         except (SrDegradeError, OSError) as e:
             fail(str(e))
         loaders = {lab: (lambda u=u: u) for lab, u in zip(labels, [up, *others])}
-    opts = _options(steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=overlap, batch=batch)
+    from .evaluate import EvalOptions
+
+    sampling = _sampling(steps, scheduler, seed, tile, overlap, batch, "none", None, False, 1.0)
+    opts = EvalOptions(**sampling.upscale_kwargs())
     try:
         record, _ = run_ablation(study, loaders, loader, metric_set, out, opts, total=total)
     except SrDegradeError as e:
@@ -706,7 +609,9 @@ def suggest(
         fail(f"no such file: {', '.join(missing)}")
     if estimator is None and model is None:
         fail("suggest needs --estimator DIR (or --model DIR holding an estimator/)")
-    folder = _estimator_dir(estimator, model)
+    from .prompts import find_estimator
+
+    folder = find_estimator(estimator, model)
     if folder is None:
         fail(f"{estimator or model} holds no degradation estimator: pass --estimator DIR (train one with "
              "`promptsr estimator train --data SHARDS --val SHARDS --out DIR`)")  # fmt: skip

@@ -43,6 +43,8 @@ from sr_degrade.params import DegradationParams
 
 from .bicubic import bicubic_uint8
 from .metrics import psnr_y, ssim_y
+from .options import SamplingOptions
+from .prompts import read_prompt_table
 
 __all__ = [
     "METRICS",
@@ -198,24 +200,16 @@ class EvalItem:
     error: str | None = None  #: set when the image could not be read: reported, not evaluated
 
 
-@dataclass
-class EvalOptions:
-    """Sampling settings and how prompts are chosen; recorded in summary.json."""
+@dataclass(frozen=True)
+class EvalOptions(SamplingOptions):
+    """The sampling options (`promptsr.options.SamplingOptions`) and how prompts are chosen; recorded in
+    summary.json."""
 
-    steps: int = 50
-    scheduler: str = "ddim"
-    seed: int = 0
-    tile: int = 512
-    overlap: int = 64
-    batch: int = 4
-    color: str = "none"
     #: original (as stored) / shuffled / simplified / empty, or estimated (the degradation estimator's)
     prompt_format: str = "original"
     free_text: bool = False
     grids: bool = True
     save_images: bool = True
-    clip: str | None = None  #: how sampling clips x0 (promptsr.diffusion.CLIP_MODES); None: the model's
-    strength: float = 1.0  #: 1: sampling starts from pure noise; below 1: from the noised bicubic
     estimator: str | None = None  #: estimator folder for prompt_format "estimated"; None: the model folder's
 
 
@@ -247,15 +241,6 @@ def shard_items(folder: str | Path, limit: int | None = None) -> Iterator[EvalIt
             yield EvalItem(raw.get("__key__", f"sample{i}"), None, None, "", error=str(e))
             continue
         yield EvalItem(s.key, s.lr, s.hr, s.prompt, s.params)
-
-
-def read_prompt_table(path: str | Path) -> dict[str, str]:
-    """image file name (or stem) -> prompt, from a CSV with columns image,prompt."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"image", "prompt"} <= set(rows[0]):
-        raise SrDegradeError(f"{path}: needs the columns image,prompt (found {', '.join(rows[0])})")
-    return {r["image"]: r["prompt"] or "" for r in rows}
 
 
 def _image_files(folder: str | Path) -> list[Path]:
@@ -380,16 +365,18 @@ def prompt_estimator(upscaler: Any, opts: EvalOptions) -> Callable[[np.ndarray],
     `opts.estimator`, else the model folder's estimator/), checked against the model; else None."""
     if opts.prompt_format != ESTIMATED:
         return None
-    from .estimator import check_compatible, is_estimator, load_estimator, omits_ops
+    from .estimator import omits_ops
+    from .prompts import find_estimator, open_estimator
 
-    folder = Path(opts.estimator) if opts.estimator else Path(getattr(upscaler.model, "folder", ".")) / "estimator"
-    if not is_estimator(folder):
+    model_dir = Path(getattr(upscaler.model, "folder", "."))
+    folder = find_estimator(Path(opts.estimator) if opts.estimator else None, model_dir)
+    if folder is None:
+        asked = Path(opts.estimator) if opts.estimator else model_dir / "estimator"
         raise SrDegradeError(
-            f"--prompt-format estimated needs a degradation estimator: {folder} is none; pass --estimator DIR or "
+            f"--prompt-format estimated needs a degradation estimator: {asked} is none; pass --estimator DIR or "
             "copy one into the model folder with `promptsr export --estimator DIR`"
         )
-    est = load_estimator(folder)
-    check_compatible(est, upscaler.scale, upscaler.model.degradation)
+    est = open_estimator(folder, upscaler.scale, upscaler.model.degradation)
     omission = omits_ops(upscaler.model.degradation)
     return lambda lr: est.prompt(lr, omission=omission)[0]
 
@@ -398,22 +385,14 @@ def check_options(upscaler: Any, opts: EvalOptions) -> None:
     """Settings errors raise here, before any image, rather than failing every image one by one."""
     from sr_degrade.text import PROMPT_FORMATS
 
-    from .diffusion import sampling_scheduler
-    from .inference import COLOR_FIXES
-
-    mult = upscaler.model.unet.size_multiple
-    if opts.tile % mult or opts.tile < mult:
-        raise SrDegradeError(f"--tile {opts.tile} must be a positive multiple of {mult} (the model's size multiple)")
-    if not 0 <= opts.overlap < opts.tile:
-        raise SrDegradeError(f"--overlap {opts.overlap} must be smaller than the tile ({opts.tile}) and >= 0")
-    if opts.color not in COLOR_FIXES:
-        raise SrDegradeError(f"unknown --color-fix {opts.color!r}: choose one of {', '.join(COLOR_FIXES)}")
     if opts.prompt_format not in (*PROMPT_FORMATS, ESTIMATED):
         known = [*PROMPT_FORMATS, ESTIMATED]
         raise SrDegradeError(f"unknown --prompt-format {opts.prompt_format!r}: choose one of {known}")
-    if opts.steps < 1:
-        raise SrDegradeError(f"--steps {opts.steps} must be at least 1")
-    sampling_scheduler(opts.scheduler, upscaler.model.diffusion)  # raises for an unknown sampler
+    try:
+        opts.check_inputs()
+    except ValueError as e:
+        raise SrDegradeError(str(e)) from None
+    upscaler.check_settings(**opts.model_checks())
 
 
 def evaluate(

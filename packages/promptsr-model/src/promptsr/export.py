@@ -34,7 +34,7 @@ from sr_degrade.errors import SrDegradeError
 from sr_degrade.progress import Progress
 from sr_degrade.text import phrase, vocabulary
 
-from . import __version__
+from ._version import __version__
 from .config import TrainConfig, load_train_config
 from .diffusion import DEFAULT_CLIP, DiffusionConfig, sampling_scheduler
 

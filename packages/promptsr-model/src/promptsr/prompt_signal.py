@@ -196,11 +196,10 @@ def ablate_loss(
     Returns the record that `loss_markdown` prints and `promptsr ablate loss --out` writes.
     """
     from sr_degrade.embed import check_same_encoder
-    from sr_degrade.shards import open_shards, pad_embeddings
+    from sr_degrade.shards import open_shards, pad_embeddings, read_build_info
 
     from .bicubic import bicubic_upsample, to_model_range
     from .diffusion import train_scheduler
-    from .train_data import shard_build_info
 
     scale, deg = model.scale, model.degradation
     multiple = model.unet.size_multiple * scale
@@ -209,7 +208,7 @@ def ablate_loss(
     gen = torch.Generator().manual_seed(seed)
     blocks: dict[str, Any] = {}
     for label, folder in datasets.items():
-        shard_encoder = shard_build_info(str(folder)).get("encoder")
+        shard_encoder = read_build_info(str(folder)).get("encoder")
         losses: dict[str, list[torch.Tensor]] = {c: [] for c in CONDITIONS}
         count = 0
         for s in open_shards(str(folder), mode="eval"):

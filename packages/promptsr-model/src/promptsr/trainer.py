@@ -34,12 +34,11 @@ from sr_degrade.progress import Progress
 from .checkpoint import Checkpointer, TrainState, _digest
 from .config import TrainConfig
 from .diffusion import DiffusionConfig, diffusion_loss, train_scheduler
-from .train_cli import main  # the entry point, apart so that bad arguments fail before torch loads
 from .train_data import Batch, TrainData, TrainingError
 from .train_step import TrainStep, make_optimizer, peak_memory_gib, resolve_speed
 from .validation import Validator
 
-__all__ = ["TrainingError", "main", "peak_memory_gib", "train"]
+__all__ = ["TrainingError", "peak_memory_gib", "train"]
 
 
 def build_model(cfg: TrainConfig, encoder_info: dict[str, Any]) -> torch.nn.Module:
