@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -34,9 +35,10 @@ import numpy as np
 from sr_degrade.config import FIRST_OPS, LEVELS, RESIZE1_LEVELS
 from sr_degrade.errors import SrDegradeError
 from sr_degrade.imageio import check_image_size, decode_image, write_image
-from sr_degrade.text import NONE, canonical_prompt, normalise_prompt, parse_prompt, vocabulary
+from sr_degrade.text import NONE, canonical_prompt, parse_prompt, vocabulary
 
-from .prompts import find_estimator, open_estimator
+from .options import SamplingOptions
+from .prompts import find_estimator, open_estimator, understood
 
 #: Levels a component control offers: "none" leaves its phrase out (or, for a model trained without
 #: omitted operations, becomes the lightest level with a note, as `canonical_prompt` does).
@@ -59,21 +61,20 @@ class Cancelled(Exception):
     """Raised from the sampler's step callback when the page's Stop was pressed."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The sampling options of one run, as the page's controls give them (CLI flag names in comments)."""
+#: The sampling options of one run (`promptsr.options.SamplingOptions`; the page sets no batch or clip).
+Settings = SamplingOptions
+DEFAULTS = SamplingOptions()
 
-    steps: int = 50  #: --steps
-    scheduler: str = "ddim"  #: --scheduler
-    seed: int = 0  #: --seed
-    tile: int = 512  #: --tile (HR pixels)
-    color: str = "none"  #: --color-fix
-    strength: float = 1.0  #: --strength
 
-    @property
-    def overlap(self) -> int:
-        """--overlap: the CLI's 64, smaller for small tiles (it must stay below the tile)."""
-        return min(64, self.tile // 4)
+def page_settings(
+    steps: int = 50, scheduler: str = "ddim", seed: int = 0, tile: int = 512, color: str = "none", strength: float = 1.0
+) -> SamplingOptions:
+    """The page's controls as sampling options: the overlap is the CLI's 64, smaller for small tiles (it
+    must stay below the tile)."""
+    return SamplingOptions(
+        steps=steps, scheduler=scheduler, seed=seed, tile=tile, overlap=min(64, tile // 4), color=color,
+        strength=strength,
+    )  # fmt: skip
 
 
 @dataclass
@@ -188,10 +189,9 @@ class Studio:
             return Prompt(raw, f"prompt: `{raw}` (in the vocabulary)")
         except SrDegradeError as e:
             strict_error = str(e)
-        levels = normalise_prompt(raw, self.cfg)
-        if levels and not levels.unknown:
-            text, notes = canonical_prompt(levels, self.cfg, omission=self.omission)
-            return Prompt(text, f"understood as: `{text}`", tuple(notes))
+        reading = understood(raw, self.cfg, self.omission)  # the CLI's --free-text reading
+        if reading.mapped and not reading.unknown:
+            return Prompt(reading.text, f"understood as: `{reading.text}`", tuple(reading.notes))
         with warnings.catch_warnings():  # the lenient parse names the phrases outside the vocabulary
             warnings.simplefilter("ignore")
             try:
@@ -199,8 +199,8 @@ class Studio:
             except SrDegradeError:  # e.g. one component given two levels: the strict message says it
                 phrases = ()
         why = f"not in the vocabulary: {', '.join(map(repr, phrases))}" if phrases else strict_error
-        if levels.unknown:
-            why += f"; words not understood: {', '.join(levels.unknown)}"
+        if reading.unknown:
+            why += f"; words not understood: {', '.join(reading.unknown)}"
         return Prompt(
             None,
             f"**error:** {why}. Known phrases: {', '.join(vocabulary(self.cfg))}; or plain words such as "
@@ -251,11 +251,11 @@ class Studio:
         return True
 
     def check(self, s: Settings) -> None:
-        if s.steps < 1:
-            raise SrDegradeError(f"steps {s.steps} must be at least 1")
-        self.up.check_settings(
-            tile=s.tile, overlap=s.overlap, scheduler=s.scheduler, color=s.color, strength=s.strength
-        )
+        try:
+            s.check_inputs(flag="")
+        except ValueError as e:
+            raise SrDegradeError(str(e)) from None
+        self.up.check_settings(**s.model_checks())
 
     def run(
         self, lr_path: Path, prompt: str, s: Settings, progress: Callable[[int, int], None] | None = None
@@ -281,10 +281,7 @@ class Studio:
                     progress(i, n)
 
             try:
-                sr = self.up.upscale(
-                    lr, prompt, steps=s.steps, scheduler=s.scheduler, seed=s.seed, tile=s.tile, overlap=s.overlap,
-                    color=s.color, strength=s.strength, callback=step,
-                )  # fmt: skip
+                sr = self.up.upscale(lr, prompt, callback=step, **s.upscale_kwargs())
             finally:
                 self._cancel = None
                 end = time.time()
@@ -315,162 +312,190 @@ def _theme(gr):
     return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
-def build_page(studio: Studio, defaults: Settings = Settings()):
+def build_page(studio: Studio, defaults: Settings = DEFAULTS):
     """The gradio Blocks of the app over `studio` (queue: one upscale at a time, up to 16 waiting)."""
     gr = _gradio()
-    from sr_degrade.imageio import read_image
-    from sr_degrade.samples import SAMPLE_NAMES
-
-    up = studio.up
-    sources = [s for s in SOURCES if s != "auto" or studio.estimator is not None]
-    lightest = {c: ("unchange" if c == "resize1" else LEVELS[0]) for c in FIRST_OPS}
-    start_levels = {c: NONE for c in FIRST_OPS} if studio.omission else lightest
-    encoder = up.model.encoder.get("id") or up.model.encoder.get("name") or "?"
+    encoder = studio.up.model.encoder.get("id") or studio.up.model.encoder.get("name") or "?"
     # Files the page shows or offers for download are copies in gradio's cache: dropped after a day.
     with gr.Blocks(title="PromptSR", analytics_enabled=False, delete_cache=(3600, 86400)) as page:
         gr.Markdown(
-            f"## PromptSR x{up.scale}\nModel `{studio.model_dir}` (text encoder `{encoder}`"
+            f"## PromptSR x{studio.up.scale}\nModel `{studio.model_dir}` (text encoder `{encoder}`"
             f"{', degradation estimator' if studio.estimator else ''}). Each run's LR, output and command are "
             f"kept in `{studio.out}`."
         )
-        lr_state = gr.State(None)  # the current LR: its PNG in the run folder
-        with gr.Row():
-            with gr.Column():
-                upload = gr.File(label="LR image (upload)", elem_id="upload")
-                with gr.Row():
-                    photo = gr.Dropdown(list(SAMPLE_NAMES), value="coffee", label="or a bundled photo", elem_id="photo")
-                    photo_seed = gr.Number(0, precision=0, minimum=0, label="degradation seed")
-                    degrade_button = gr.Button("Degrade it", elem_id="degrade")
-                lr_view = gr.Image(label="LR", interactive=False, format="png", height=260)
-                lr_info = gr.Markdown("Upload an LR image, or degrade a bundled photo.", elem_id="lr_info")
-            with gr.Column():
-                source = gr.Radio(sources, value="controls", label="prompt from", elem_id="source")
-                with gr.Row():
-                    levels = [
-                        gr.Dropdown(list(CHOICES[c]), value=start_levels[c], label=c, elem_id=f"level_{c}")
-                        for c in FIRST_OPS
-                    ]
-                text = gr.Textbox(
-                    label="prompt text", placeholder="heavy blur, downsample   or   very blurry and a bit noisy",
-                    elem_id="prompt_text",
-                )  # fmt: skip
-                prompt_info = gr.Markdown(
-                    studio.resolve("controls", start_levels, "", None).message, elem_id="prompt_info"
-                )
-                with gr.Accordion("sampling", open=True):
-                    with gr.Row():
-                        steps = gr.Slider(
-                            1, max(200, defaults.steps), value=defaults.steps, step=1, label="steps", elem_id="steps"
-                        )
-                        strength = gr.Slider(
-                            0.05, 1.0, value=defaults.strength, step=0.05, label="strength", elem_id="strength",
-                            info="1: from pure noise (the paper); less: from the bicubic image, noised",
-                        )  # fmt: skip
-                    with gr.Row():
-                        scheduler = gr.Dropdown(list(SCHEDULERS), value=defaults.scheduler, label="scheduler")
-                        seed = gr.Number(defaults.seed, precision=0, minimum=0, label="seed")
-                        tile = gr.Dropdown(list(TILES), value=defaults.tile, label="tile (HR pixels)")
-                        color = gr.Radio(["none", "adain", "wavelet"], value=defaults.color, label="colour fix")
-                with gr.Row():
-                    run = gr.Button("Upscale", variant="primary", elem_id="run")
-                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
-        slider = gr.ImageSlider(label="bicubic | PromptSR", format="png", max_height=700, elem_id="result")
-        status = gr.Markdown(elem_id="status")
-        download = gr.DownloadButton("Download the PNG", visible=False, elem_id="download")
-        command = gr.Textbox(label="reproduce with", interactive=False, buttons=["copy"], elem_id="command")
-
-        prompt_inputs = [lr_state, source, *levels, text]
-        run_inputs = [*prompt_inputs, steps, scheduler, seed, tile, color, strength]
-
-        def prompt_of(lr_path, src, *rest) -> Prompt:
-            *lv, typed = rest[: len(FIRST_OPS) + 1]
-            lr = read_image(lr_path, max_pixels=None) if src == "auto" and lr_path else None
-            return studio.resolve(src, dict(zip(FIRST_OPS, lv)), typed, lr)
-
-        def show_prompt(*args) -> str:
-            return prompt_of(*args).message
-
-        for comp in [lr_state, source, *levels]:
-            comp.change(show_prompt, prompt_inputs, prompt_info, queue=False)
-        text.change(show_prompt, prompt_inputs, prompt_info, queue=False, trigger_mode="always_last")
-        text.focus(lambda: "text", None, source, queue=False)  # typing a prompt means using it
-        for lv in levels:  # so does choosing a level: the controls' prompt
-            lv.select(lambda: "controls", None, source, queue=False)
-
-        def follow_estimate(lr_path, src):
-            """With "auto", the controls show the estimated levels: a change starts from the estimate."""
-            found = studio.estimated_levels(read_image(lr_path, max_pixels=None)) if src == "auto" and lr_path else None
-            return [found[c] for c in FIRST_OPS] if found else [gr.skip()] * len(FIRST_OPS)
-
-        for comp in (lr_state, source):
-            comp.change(follow_estimate, [lr_state, source], levels, queue=False)
-
-        def on_upload(file):
-            # The drop zone is emptied again: the LR shows below it, and the next file can be dropped at once.
-            if file is None:
-                return gr.skip(), gr.skip(), gr.skip(), None
-            name = Path(file).name
-            try:
-                saved, lr = studio.read_upload(file, name)
-            except (SrDegradeError, OSError) as e:
-                return None, None, f"**error:** {e}", None
-            h, w = lr.shape[:2]
-            return str(saved), lr, f"{name}: {w}x{h} LR -> {w * up.scale}x{h * up.scale} output", None
-
-        upload.upload(on_upload, upload, [lr_state, lr_view, lr_info, upload])
-
-        def on_degrade(name, photo_seed):
-            photo_seed = int(photo_seed or 0)
-            try:
-                saved, lr, true_prompt, lv = studio.bundled(name, photo_seed)
-            except (SrDegradeError, OSError) as e:
-                return None, None, f"**error:** {e}", *[gr.skip()] * (1 + len(FIRST_OPS))
-            h, w = lr.shape[:2]
-            info = f"{name} degraded on the spot (seed {photo_seed}) with `{true_prompt}` (set below): {w}x{h} LR"
-            return str(saved), lr, info, "controls", *[lv[c] for c in FIRST_OPS]
-
-        degrade_button.click(on_degrade, [photo, photo_seed], [lr_state, lr_view, lr_info, source, *levels])
-
-        def validate(*args):
-            """Runs before the queue: an invalid prompt is shown on the text box and no job is made."""
-            # An "auto" prompt needs the estimator on the image: the job itself checks it.
-            p = prompt_of(*args) if args[1] != "auto" else Prompt("", "")
-            ok = [gr.validate(True, "")] * len(run_inputs)
-            ok[run_inputs.index(text)] = gr.validate(p.text is not None, p.message.replace("**", ""))
-            return ok
-
-        def upscale(*args, progress=gr.Progress()):  # noqa: B008 (gradio finds its progress bar by this default)
-            lr_path, n_steps, sched, sd, tl, col, stren = args[0], *args[len(prompt_inputs) :]
-            if not lr_path:
-                raise gr.Error("load an LR image first (upload one, or degrade a bundled photo)")
-            # The slider's float rounded to its grid, so the command's --strength parses back to the same value.
-            s = Settings(int(n_steps), sched, int(sd or 0), int(tl), col, round(float(stren), 4))
-            try:
-                prompt = prompt_of(*args[: len(prompt_inputs)])
-                if prompt.text is None:
-                    raise SrDegradeError(prompt.message.replace("**", ""))
-                progress(0, desc="waiting for the model")
-                rec = studio.run(
-                    Path(lr_path), prompt.text, s, lambda i, n: progress((i, n), desc="denoising", unit="steps")
-                )
-            except Cancelled as e:
-                return None, f"Cancelled: {e}.", gr.update(visible=False), ""
-            except (SrDegradeError, OSError) as e:
-                raise gr.Error(str(e)) from None
-            w, h = rec["size"]
-            shown = f"`{prompt.text}`" if prompt.text else f"(empty): {EMPTY_NOTICE}"
-            info = f"prompt: {shown}  \n{w}x{h} in {rec['seconds']:.1f} s; left bicubic, right PromptSR (drag the bar)"
-            return (rec["bicubic"], rec["sr"]), info, gr.update(value=rec["output"], visible=True), rec["command"]
-
-        run.click(
-            upscale, run_inputs, [slider, status, download, command], validator=validate, trigger_mode="multiple",
-            concurrency_limit=1, concurrency_id="upscale",
-        )  # fmt: skip
-        stop.click(
-            lambda: "Stopping after the current step." if studio.cancel() else gr.skip(), None, status, queue=False
-        )
+        c = _layout(gr, studio, defaults)
+        prompt_of = _wire_prompt(gr, studio, c)
+        _wire_inputs(gr, studio, c)
+        _wire_run(gr, studio, c, prompt_of)
     page.queue(default_concurrency_limit=1, max_size=16)
     return page
+
+
+def _layout(gr, studio: Studio, defaults: Settings) -> SimpleNamespace:
+    """The page's components: the LR (upload or a bundled photo degraded), the prompt, the sampling
+    controls, the run buttons and the result."""
+    from sr_degrade.samples import SAMPLE_NAMES
+
+    c = SimpleNamespace()
+    sources = [s for s in SOURCES if s != "auto" or studio.estimator is not None]
+    lightest = {comp: ("unchange" if comp == "resize1" else LEVELS[0]) for comp in FIRST_OPS}
+    c.start_levels = {comp: NONE for comp in FIRST_OPS} if studio.omission else lightest
+    c.lr_state = gr.State(None)  # the current LR: its PNG in the run folder
+    with gr.Row():
+        with gr.Column():
+            c.upload = gr.File(label="LR image (upload)", elem_id="upload")
+            with gr.Row():
+                c.photo = gr.Dropdown(list(SAMPLE_NAMES), value="coffee", label="or a bundled photo", elem_id="photo")
+                c.photo_seed = gr.Number(0, precision=0, minimum=0, label="degradation seed")
+                c.degrade_button = gr.Button("Degrade it", elem_id="degrade")
+            c.lr_view = gr.Image(label="LR", interactive=False, format="png", height=260)
+            c.lr_info = gr.Markdown("Upload an LR image, or degrade a bundled photo.", elem_id="lr_info")
+        with gr.Column():
+            c.source = gr.Radio(sources, value="controls", label="prompt from", elem_id="source")
+            with gr.Row():
+                c.levels = [
+                    gr.Dropdown(list(CHOICES[comp]), value=c.start_levels[comp], label=comp, elem_id=f"level_{comp}")
+                    for comp in FIRST_OPS
+                ]
+            c.text = gr.Textbox(
+                label="prompt text", placeholder="heavy blur, downsample   or   very blurry and a bit noisy",
+                elem_id="prompt_text",
+            )  # fmt: skip
+            c.prompt_info = gr.Markdown(
+                studio.resolve("controls", c.start_levels, "", None).message, elem_id="prompt_info"
+            )
+            _sampling_controls(gr, c, defaults)
+            with gr.Row():
+                c.run = gr.Button("Upscale", variant="primary", elem_id="run")
+                c.stop = gr.Button("Stop", variant="stop", elem_id="stop")
+    c.slider = gr.ImageSlider(label="bicubic | PromptSR", format="png", max_height=700, elem_id="result")
+    c.status = gr.Markdown(elem_id="status")
+    c.download = gr.DownloadButton("Download the PNG", visible=False, elem_id="download")
+    c.command = gr.Textbox(label="reproduce with", interactive=False, buttons=["copy"], elem_id="command")
+    c.prompt_inputs = [c.lr_state, c.source, *c.levels, c.text]
+    c.run_inputs = [*c.prompt_inputs, c.steps, c.scheduler, c.seed, c.tile, c.color, c.strength]
+    return c
+
+
+def _sampling_controls(gr, c: SimpleNamespace, defaults: Settings) -> None:
+    with gr.Accordion("sampling", open=True):
+        with gr.Row():
+            c.steps = gr.Slider(
+                1, max(200, defaults.steps), value=defaults.steps, step=1, label="steps", elem_id="steps"
+            )
+            c.strength = gr.Slider(
+                0.05, 1.0, value=defaults.strength, step=0.05, label="strength", elem_id="strength",
+                info="1: from pure noise (the paper); less: from the bicubic image, noised",
+            )  # fmt: skip
+        with gr.Row():
+            c.scheduler = gr.Dropdown(list(SCHEDULERS), value=defaults.scheduler, label="scheduler")
+            c.seed = gr.Number(defaults.seed, precision=0, minimum=0, label="seed")
+            c.tile = gr.Dropdown(list(TILES), value=defaults.tile, label="tile (HR pixels)")
+            c.color = gr.Radio(["none", "adain", "wavelet"], value=defaults.color, label="colour fix")
+
+
+def _wire_prompt(gr, studio: Studio, c: SimpleNamespace):
+    """The prompt shown as it is built; "auto" moves the controls to the estimate. Returns prompt_of."""
+    from sr_degrade.imageio import read_image
+
+    def prompt_of(lr_path, src, *rest) -> Prompt:
+        *lv, typed = rest[: len(FIRST_OPS) + 1]
+        lr = read_image(lr_path, max_pixels=None) if src == "auto" and lr_path else None
+        return studio.resolve(src, dict(zip(FIRST_OPS, lv)), typed, lr)
+
+    def show_prompt(*args) -> str:
+        return prompt_of(*args).message
+
+    for comp in [c.lr_state, c.source, *c.levels]:
+        comp.change(show_prompt, c.prompt_inputs, c.prompt_info, queue=False)
+    c.text.change(show_prompt, c.prompt_inputs, c.prompt_info, queue=False, trigger_mode="always_last")
+    c.text.focus(lambda: "text", None, c.source, queue=False)  # typing a prompt means using it
+    for lv in c.levels:  # so does choosing a level: the controls' prompt
+        lv.select(lambda: "controls", None, c.source, queue=False)
+
+    def follow_estimate(lr_path, src):
+        """With "auto", the controls show the estimated levels: a change starts from the estimate."""
+        found = studio.estimated_levels(read_image(lr_path, max_pixels=None)) if src == "auto" and lr_path else None
+        return [found[comp] for comp in FIRST_OPS] if found else [gr.skip()] * len(FIRST_OPS)
+
+    for comp in (c.lr_state, c.source):
+        comp.change(follow_estimate, [c.lr_state, c.source], c.levels, queue=False)
+    return prompt_of
+
+
+def _wire_inputs(gr, studio: Studio, c: SimpleNamespace) -> None:
+    """An uploaded LR, or a bundled photo degraded on the spot (its true prompt set in the controls)."""
+    scale = studio.up.scale
+
+    def on_upload(file):
+        # The drop zone is emptied again: the LR shows below it, and the next file can be dropped at once.
+        if file is None:
+            return gr.skip(), gr.skip(), gr.skip(), None
+        name = Path(file).name
+        try:
+            saved, lr = studio.read_upload(file, name)
+        except (SrDegradeError, OSError) as e:
+            return None, None, f"**error:** {e}", None
+        h, w = lr.shape[:2]
+        return str(saved), lr, f"{name}: {w}x{h} LR -> {w * scale}x{h * scale} output", None
+
+    c.upload.upload(on_upload, c.upload, [c.lr_state, c.lr_view, c.lr_info, c.upload])
+
+    def on_degrade(name, photo_seed):
+        photo_seed = int(photo_seed or 0)
+        try:
+            saved, lr, true_prompt, lv = studio.bundled(name, photo_seed)
+        except (SrDegradeError, OSError) as e:
+            return None, None, f"**error:** {e}", *[gr.skip()] * (1 + len(FIRST_OPS))
+        h, w = lr.shape[:2]
+        info = f"{name} degraded on the spot (seed {photo_seed}) with `{true_prompt}` (set below): {w}x{h} LR"
+        return str(saved), lr, info, "controls", *[lv[comp] for comp in FIRST_OPS]
+
+    c.degrade_button.click(on_degrade, [c.photo, c.photo_seed], [c.lr_state, c.lr_view, c.lr_info, c.source, *c.levels])
+
+
+def _wire_run(gr, studio: Studio, c: SimpleNamespace, prompt_of) -> None:
+    """Upscale (validated before it is queued; progress per step; Stop after the current step)."""
+    n_prompt = len(c.prompt_inputs)
+
+    def validate(*args):
+        """Runs before the queue: an invalid prompt is shown on the text box and no job is made."""
+        # An "auto" prompt needs the estimator on the image: the job itself checks it.
+        p = prompt_of(*args) if args[1] != "auto" else Prompt("", "")
+        ok = [gr.validate(True, "")] * len(c.run_inputs)
+        ok[c.run_inputs.index(c.text)] = gr.validate(p.text is not None, p.message.replace("**", ""))
+        return ok
+
+    def upscale(*args, progress=gr.Progress()):  # noqa: B008 (gradio finds its progress bar by this default)
+        lr_path, n_steps, sched, sd, tl, col, stren = args[0], *args[n_prompt:]
+        if not lr_path:
+            raise gr.Error("load an LR image first (upload one, or degrade a bundled photo)")
+        # The slider's float rounded to its grid, so the command's --strength parses back to the same value.
+        s = page_settings(int(n_steps), sched, int(sd or 0), int(tl), col, round(float(stren), 4))
+        try:
+            prompt = prompt_of(*args[:n_prompt])
+            if prompt.text is None:
+                raise SrDegradeError(prompt.message.replace("**", ""))
+            progress(0, desc="waiting for the model")
+            rec = studio.run(
+                Path(lr_path), prompt.text, s, lambda i, n: progress((i, n), desc="denoising", unit="steps")
+            )
+        except Cancelled as e:
+            return None, f"Cancelled: {e}.", gr.update(visible=False), ""
+        except (SrDegradeError, OSError) as e:
+            raise gr.Error(str(e)) from None
+        w, h = rec["size"]
+        shown = f"`{prompt.text}`" if prompt.text else f"(empty): {EMPTY_NOTICE}"
+        info = f"prompt: {shown}  \n{w}x{h} in {rec['seconds']:.1f} s; left bicubic, right PromptSR (drag the bar)"
+        return (rec["bicubic"], rec["sr"]), info, gr.update(value=rec["output"], visible=True), rec["command"]
+
+    c.run.click(
+        upscale, c.run_inputs, [c.slider, c.status, c.download, c.command], validator=validate,
+        trigger_mode="multiple", concurrency_limit=1, concurrency_id="upscale",
+    )  # fmt: skip
+    c.stop.click(
+        lambda: "Stopping after the current step." if studio.cancel() else gr.skip(), None, c.status, queue=False
+    )
 
 
 def serve(
@@ -482,7 +507,7 @@ def serve(
     device: str = "cpu",
     out: Path | None = None,
     max_pixels: int = MAX_PIXELS,
-    defaults: Settings = Settings(),
+    defaults: Settings = DEFAULTS,
     log: Callable[[str], None] = print,
 ) -> None:
     """Load the model (SrDegradeError / OSError when it cannot be), then serve the page until interrupted."""

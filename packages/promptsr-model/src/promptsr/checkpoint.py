@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .train_data import TrainingError
+from .errors import TrainingError
 from .train_step import notice
 
 EMA_FILE = "ema.safetensors"

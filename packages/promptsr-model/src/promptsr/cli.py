@@ -457,19 +457,23 @@ def eval_cmd(
     _finish(result.failures, out, "per_image.csv, summary.md, summary.json")
 
 
+_Study = Annotated[
+    str, typer.Argument(help="prompt (Table 1), format (Table 3b), models (Tables 2, 3a, 5) or loss (prompt signal).")
+]
+_Models = Annotated[
+    list[Path], typer.Option("--model", "-m", help="Model folder; for 'models' repeat it, one per variant.")
+]
+_AblationOut = Annotated[
+    Optional[Path],
+    typer.Option("--out", "-o", help="Output folder (required, except for 'loss': its table is printed anyway)."),
+]
+
+
 @app.command("ablate", epilog=_EVAL_EXIT)
 def ablate_cmd(
-    study: Annotated[
-        str,
-        typer.Argument(help="prompt (Table 1), format (Table 3b), models (Tables 2, 3a, 5) or loss (prompt signal)."),
-    ],
-    model: Annotated[
-        list[Path], typer.Option("--model", "-m", help="Model folder; for 'models' repeat it, one per variant.")
-    ],
-    out: Annotated[
-        Optional[Path],
-        typer.Option("--out", "-o", help="Output folder (required, except for 'loss': its table is printed anyway)."),
-    ] = None,
+    study: _Study,
+    model: _Models,
+    out: _AblationOut = None,
     data: _Data = [],  # noqa: B006
     name: _Names = [],  # noqa: B006
     label: Annotated[

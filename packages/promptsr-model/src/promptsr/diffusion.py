@@ -270,6 +270,40 @@ def sample(
 
 
 @torch.no_grad()
+def _clipping(scheduler, clip: str, bound: float):
+    """(the scheduler to sample with, whether to clip by recomputing the model's output). Only DDIM keeps
+    the predicted noise apart from x0 (module doc): there "clamp" is its own clip_sample option; every
+    other scheduler and variant clips by recomputing the model's output."""
+    from diffusers import DDIMScheduler
+
+    check_clip(clip)
+    if clip == "clamp" and isinstance(scheduler, DDIMScheduler):
+        scheduler = reconfigured(scheduler, clip_sample=True, clip_sample_range=bound)
+    recompute = clip != "none" and not (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding"))
+    return scheduler, recompute
+
+
+def _start_state(scheduler, steps, shape, strength, start, noise, generator, device, residual):
+    """The initial state x (float32 on `device`) and the timesteps to run: pure noise scaled to the
+    scheduler's first sigma, or at strength < 1 the origin (the conditioning, or the zero residual)
+    noised to the first timestep run."""
+    scheduler.set_timesteps(steps)
+    x = noise if noise is not None else torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+    x = x.to(device, torch.float32)
+    timesteps = scheduler.timesteps
+    if strength < 1.0:
+        begin = (steps - steps_run(steps, strength)) * scheduler.order
+        timesteps = timesteps[begin:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        origin = torch.zeros_like(x) if residual else start.to(device, torch.float32)
+        x = scheduler.add_noise(origin, x, timesteps[:1])
+        del origin
+    elif scheduler.init_noise_sigma != 1.0:  # x * 1.0 would only copy the image
+        x = x * scheduler.init_noise_sigma
+    return x, timesteps
+
+
 def sample_with(
     denoise: Denoiser,
     shape: tuple[int, ...] | torch.Size,
@@ -310,44 +344,20 @@ def sample_with(
     """
     import inspect
 
-    from diffusers import DDIMScheduler
-
-    check_clip(clip)
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
     residual = target == "residual"
     bound = 2.0 if residual else 1.0  # the x0 estimate's own range (DiffusionConfig.clip_range)
-    # Only DDIM keeps the predicted noise apart from x0 (module doc): there "clamp" is its own
-    # clip_sample option; every other scheduler and variant clips by recomputing the model's output.
-    if clip == "clamp" and isinstance(scheduler, DDIMScheduler):
-        scheduler = reconfigured(scheduler, clip_sample=True, clip_sample_range=bound)
-    recompute = clip != "none" and not (scheduler.config.get("clip_sample") or scheduler.config.get("thresholding"))
+    scheduler, recompute = _clipping(scheduler, clip, bound)
     prediction = scheduler.config.prediction_type
     alphas = scheduler.alphas_cumprod.double().numpy()  # read once, not at every step
     check_strength(strength)
     if (strength < 1.0 or residual) and start is None:
         raise ValueError(f"{'a residual target' if residual else 'strength < 1'} needs the conditioning as `start`")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    scheduler.set_timesteps(steps)
-    x = noise if noise is not None else torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
-    x = x.to(device, torch.float32)
-    timesteps = scheduler.timesteps
-    if strength < 1.0:
-        begin = (steps - steps_run(steps, strength)) * scheduler.order
-        timesteps = timesteps[begin:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(begin)
-        origin = torch.zeros_like(x) if residual else start.to(device, torch.float32)
-        x = scheduler.add_noise(origin, x, timesteps[:1])
-        del origin
-    elif scheduler.init_noise_sigma != 1.0:  # x * 1.0 would only copy the image
-        x = x * scheduler.init_noise_sigma
-    step_kwargs = {}
+    x, timesteps = _start_state(scheduler, steps, shape, strength, start, noise, generator, device, residual)
     params = inspect.signature(scheduler.step).parameters
-    if "eta" in params:
-        step_kwargs["eta"] = eta
-    if "generator" in params:
-        step_kwargs["generator"] = generator
+    step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in params}
     for i, t in enumerate(timesteps):
         x_t = scheduler.scale_model_input(x, t)
         # A tensor, never a Python number: a compiled model would specialise on (recompile for) each value.

@@ -103,6 +103,7 @@ class Resolved:
     text: str
     lines: list[tuple[str, str]] = field(default_factory=list)
     unknown: tuple[str, ...] = ()  #: words of a free-text prompt that were not understood
+    mapped: bool = False  #: a free-text prompt mapped onto the vocabulary (else passed on as written)
 
     @property
     def notes(self) -> list[str]:
@@ -122,7 +123,7 @@ def understood(text: str, cfg, omission: bool) -> Resolved:
         return Resolved(text, lines, unknown)
     canonical, notes = canonical_prompt(levels, cfg, omission=omission)
     lines += [("note", n) for n in notes] + [("say", f"understood as: {canonical}")]
-    return Resolved(canonical, lines, unknown)
+    return Resolved(canonical, lines, unknown, mapped=True)
 
 
 class PromptSource:

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from sr_degrade.config import DegradationConfig
-from sr_degrade.errors import SrDegradeError
 from sr_degrade.shards import (
     ShardSample,
     aligned_crop,
@@ -36,10 +35,7 @@ from sr_degrade.text import describe
 
 from .bicubic import bicubic_upsample, to_model_range
 from .config import TrainConfig
-
-
-class TrainingError(SrDegradeError):
-    """A run cannot start or continue; the message names the problem."""
+from .errors import TrainingError
 
 
 def shard_build_info(pattern: str) -> dict[str, Any]:

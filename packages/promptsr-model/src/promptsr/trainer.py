@@ -34,7 +34,8 @@ from sr_degrade.progress import Progress
 from .checkpoint import Checkpointer, TrainState, _digest
 from .config import TrainConfig
 from .diffusion import DiffusionConfig, diffusion_loss, train_scheduler
-from .train_data import Batch, TrainData, TrainingError
+from .errors import TrainingError
+from .train_data import Batch, TrainData
 from .train_step import TrainStep, make_optimizer, peak_memory_gib, resolve_speed
 from .validation import Validator
 
@@ -173,20 +174,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         accelerator.end_training()
 
 
-def _train(cfg: TrainConfig, accelerator) -> dict[str, Any]:
-    from accelerate.utils import set_seed
-    from diffusers.training_utils import EMAModel
-
-    out = Path(cfg.run.output_dir)
-    world, device = accelerator.num_processes, accelerator.device
+def _per_rank_batch(cfg: TrainConfig, world: int) -> int:
     per_rank, rest = divmod(cfg.optim.batch_size, world * cfg.optim.grad_accum)
     if rest or per_rank < 1:
         raise TrainingError(
             f"optim.batch_size {cfg.optim.batch_size} must be a multiple of ranks x grad_accum "
             f"({world} x {cfg.optim.grad_accum})"
         )
-    set_seed(cfg.run.seed, device_specific=True)
-    speed = resolve_speed(cfg.run, device)
+    return per_rank
+
+
+def _parts(cfg: TrainConfig, accelerator, speed):
+    """The data, the model, its schedules, optimizer and EMA, prepared by Accelerate."""
+    from diffusers.training_utils import EMAModel
 
     data = TrainData(cfg)
     model = build_model(cfg, data.encoder_info)
@@ -206,7 +206,44 @@ def _train(cfg: TrainConfig, accelerator) -> dict[str, Any]:
     ema = EMAModel(model.parameters(), decay=cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if ema is not None:
-        ema.to(device)
+        ema.to(accelerator.device)
+    return data, model, noise_scheduler, optimizer, lr_scheduler, ema
+
+
+def _announce(accelerator, cfg: TrainConfig, data, step: int, speed) -> None:
+    accelerator.print(
+        f"training {cfg.model.preset} for {cfg.optim.max_steps - step} steps from step {step}: "
+        f"batch {cfg.optim.batch_size} on {accelerator.num_processes} process(es), {accelerator.device}, "
+        f"{speed.describe()}"
+    )
+    if data.photos:
+        accelerator.print(
+            f"data: {data.photos} photos of {cfg.data.photos}, degraded afresh every epoch of "
+            f"{data.photos * cfg.data.crops_per_photo} samples ({cfg.data.crops_per_photo} crops of "
+            f"{cfg.data.photo_crop} px per photo); data.train is not read"
+        )
+
+
+def _skipped(state: TrainState, limit: int) -> None:
+    """Count a step skipped for a non-finite loss; a TrainingError after `limit` in a row."""
+    state.bad_in_a_row += 1
+    state.skipped += 1
+    if state.bad_in_a_row >= limit:
+        raise TrainingError(
+            f"{state.bad_in_a_row} non-finite losses in a row at step {state.step} "
+            "(lower optim.lr, or check the data); the last good state is saved"
+        )
+
+
+def _train(cfg: TrainConfig, accelerator) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
+    out = Path(cfg.run.output_dir)
+    world, device = accelerator.num_processes, accelerator.device
+    per_rank = _per_rank_batch(cfg, world)
+    set_seed(cfg.run.seed, device_specific=True)
+    speed = resolve_speed(cfg.run, device)
+    data, model, noise_scheduler, optimizer, lr_scheduler, ema = _parts(cfg, accelerator, speed)
     lock = hold_output_dir(accelerator, out)
     try:  # a refusal from here on (a checkpoint it cannot resume) frees the lock at once, in-process too
         state = TrainState()
@@ -233,16 +270,7 @@ def _train(cfg: TrainConfig, accelerator) -> dict[str, Any]:
         raise
     last_saved = state.step if resumed_from else -1
     status = "stopped"
-    accelerator.print(
-        f"training {cfg.model.preset} for {cfg.optim.max_steps - state.step} steps from step {state.step}: "
-        f"batch {cfg.optim.batch_size} on {world} process(es), {device}, {speed.describe()}"
-    )
-    if data.photos:
-        accelerator.print(
-            f"data: {data.photos} photos of {cfg.data.photos}, degraded afresh every epoch of "
-            f"{data.photos * cfg.data.crops_per_photo} samples ({cfg.data.crops_per_photo} crops of "
-            f"{cfg.data.photo_crop} px per photo); data.train is not read"
-        )
+    _announce(accelerator, cfg, data, state.step, speed)
     progress = Progress(cfg.optim.max_steps - state.step, "train", unit="step", enabled=accelerator.is_main_process)
     last_loss = "loss -"
     try:
@@ -250,13 +278,7 @@ def _train(cfg: TrainConfig, accelerator) -> dict[str, Any]:
             batch = data.to_device(next(batches), device)
             loss, applied = step_fn(batch)
             if not applied:
-                state.bad_in_a_row += 1
-                state.skipped += 1
-                if state.bad_in_a_row >= cfg.optim.max_bad_steps:
-                    raise TrainingError(
-                        f"{state.bad_in_a_row} non-finite losses in a row at step {state.step} "
-                        "(lower optim.lr, or check the data); the last good state is saved"
-                    )
+                _skipped(state, cfg.optim.max_bad_steps)
                 continue
             log.add(loss, batch.hr.shape[0] * world)
             if not accelerator.sync_gradients:
@@ -267,15 +289,9 @@ def _train(cfg: TrainConfig, accelerator) -> dict[str, Any]:
             state.step += 1
             state.bad_in_a_row = 0
             if state.step % cfg.run.log_every == 0 or state.step == cfg.optim.max_steps:
-                record = {
-                    **log.window(),
-                    "fixed_loss": fixed_loss(accelerator, model, noise_scheduler),
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "memory_gb": peak_memory_gib(device),
-                    "skipped_steps": state.skipped,
-                    "live_prompts": data.embedder.live_prompts,
-                }
-                log(state.step, record)
+                record = {**log.window(), "fixed_loss": fixed_loss(accelerator, model, noise_scheduler)}
+                record.update(lr=lr_scheduler.get_last_lr()[0], memory_gb=peak_memory_gib(device))
+                log(state.step, {**record, "skipped_steps": state.skipped, "live_prompts": data.embedder.live_prompts})
                 last_loss = f"loss {record['loss']:.4f} | {record['samples_per_s']:.1f} samples/s"
             progress.update(1, extra=f"step {state.step} | {last_loss}")
             if state.step % cfg.run.checkpoint_every == 0:

@@ -216,71 +216,91 @@ def demo_cmd(
     typer.echo(f"wrote {len(records)} LR images, {out / 'prompts.jsonl'} and {out / 'contact_sheet.png'}")
 
 
+# The options of `build` (module-level so that the command reads as a list of them).
+_Src = Annotated[
+    str, typer.Option("--src", help="Named source (LSDIR, DIV2K-val, ...), 'sample', a folder or a list file.")
+]
+_Out = Annotated[
+    str,
+    typer.Option(
+        "--out", "-o", help="Output folder for the shards, index.parquet, build.json; or a URL (s3://bucket/dir)."
+    ),
+]
+_Root = Annotated[
+    Optional[str], typer.Option("--root", help="Root folder of a named source (or its environment variable).")
+]
+_Split = Annotated[
+    Optional[str],
+    typer.Option("--split", help="The named source's split (default: train, or its only split); names the shards."),
+]
+_CropSize = Annotated[
+    Optional[int],
+    typer.Option("--crop-size", help="HR crop side; default 512 (256 for 'sample'); 0 = whole image."),
+]
+_CropsPerImage = Annotated[int, typer.Option("--crops-per-image", help="Crops (samples) per image.")]
+_Val = Annotated[bool, typer.Option("--val", help="Evaluation set: whole images, one fixed degradation each.")]
+_ShardSize = Annotated[int, typer.Option("--shard-size", help="Samples per shard.")]
+_Seed = Annotated[int, typer.Option(help="Build seed; same seed and arguments, same bytes.")]
+_Workers = Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0 = all cores).")]
+_TextEncoder = Annotated[
+    Optional[str],
+    typer.Option(
+        "--text-encoder",
+        help="Hugging Face name or local path (default openai/clip-vit-large-patch14); 'minilm' works offline.",
+    ),
+]
+_NoEmbed = Annotated[bool, typer.Option("--no-embed", help="Store no embeddings (prompts only).")]
+_Holdout = Annotated[
+    float, typer.Option("--holdout", help="Fraction of source images held out (whole images, stable hash).")
+]
+_Take = Annotated[
+    str, typer.Option("--take", help="With --holdout: 'rest' builds the others, 'holdout' the held-out images.")
+]
+_Part = Annotated[
+    Optional[str], typer.Option("--part", help="Build slice i of N ('i/N'), for a job array; see 'merge'.")
+]
+_Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted build with the same arguments.")]
+_Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a build already in --out.")]
+_Scale = Annotated[Optional[int], typer.Option(help="SR factor (overrides the config's).")]
+_NoCheck = Annotated[
+    bool, typer.Option("--no-manifest-check", help="Do not compare a named source with its manifest first.")
+]
+_Engine = Annotated[
+    str, typer.Option("--engine", help="local (worker processes) or ray (one task per shard; sr-degrade[ray]).")
+]
+_Address = Annotated[
+    Optional[str],
+    typer.Option("--address", help="With --engine ray: the cluster (HOST:PORT or auto); default a local Ray."),
+]
+
+
 @app.command("build")
 @friendly
 def build_cmd(
-    src: Annotated[
-        str, typer.Option("--src", help="Named source (LSDIR, DIV2K-val, ...), 'sample', a folder or a list file.")
-    ],
-    out: Annotated[
-        str,
-        typer.Option(
-            "--out", "-o", help="Output folder for the shards, index.parquet, build.json; or a URL (s3://bucket/dir)."
-        ),
-    ],
-    root: Annotated[
-        Optional[str], typer.Option("--root", help="Root folder of a named source (or its environment variable).")
-    ] = None,
-    split: Annotated[
-        Optional[str],
-        typer.Option("--split", help="The named source's split (default: train, or its only split); names the shards."),
-    ] = None,
-    crop_size: Annotated[
-        Optional[int],
-        typer.Option("--crop-size", help="HR crop side; default 512 (256 for 'sample'); 0 = whole image."),
-    ] = None,
-    crops_per_image: Annotated[int, typer.Option("--crops-per-image", help="Crops (samples) per image.")] = 1,
-    val: Annotated[
-        bool, typer.Option("--val", help="Evaluation set: whole images, one fixed degradation each.")
-    ] = False,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Samples per shard.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Build seed; same seed and arguments, same bytes.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0 = all cores).")] = 0,
-    text_encoder: Annotated[
-        Optional[str],
-        typer.Option(
-            "--text-encoder",
-            help="Hugging Face name or local path (default openai/clip-vit-large-patch14); 'minilm' works offline.",
-        ),
-    ] = None,
-    no_embed: Annotated[bool, typer.Option("--no-embed", help="Store no embeddings (prompts only).")] = False,
+    src: _Src,
+    out: _Out,
+    root: _Root = None,
+    split: _Split = None,
+    crop_size: _CropSize = None,
+    crops_per_image: _CropsPerImage = 1,
+    val: _Val = False,
+    shard_size: _ShardSize = 1000,
+    seed: _Seed = 0,
+    workers: _Workers = 0,
+    text_encoder: _TextEncoder = None,
+    no_embed: _NoEmbed = False,
     fmt: FormatOpt = "original",
-    holdout: Annotated[
-        float, typer.Option("--holdout", help="Fraction of source images held out (whole images, stable hash).")
-    ] = 0.0,
-    take: Annotated[
-        str, typer.Option("--take", help="With --holdout: 'rest' builds the others, 'holdout' the held-out images.")
-    ] = "rest",
-    part: Annotated[
-        Optional[str], typer.Option("--part", help="Build slice i of N ('i/N'), for a job array; see 'merge'.")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an interrupted build with the same arguments.")
-    ] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a build already in --out.")] = False,
+    holdout: _Holdout = 0.0,
+    take: _Take = "rest",
+    part: _Part = None,
+    resume: _Resume = False,
+    overwrite: _Overwrite = False,
     config: ConfigOpt = None,
-    scale: Annotated[Optional[int], typer.Option(help="SR factor (overrides the config's).")] = None,
-    no_check: Annotated[
-        bool, typer.Option("--no-manifest-check", help="Do not compare a named source with its manifest first.")
-    ] = False,
+    scale: _Scale = None,
+    no_check: _NoCheck = False,
     max_pixels: MaxPixelsOpt = MAX_PIXELS,
-    engine: Annotated[
-        str, typer.Option("--engine", help="local (worker processes) or ray (one task per shard; sr-degrade[ray]).")
-    ] = "local",
-    address: Annotated[
-        Optional[str],
-        typer.Option("--address", help="With --engine ray: the cluster (HOST:PORT or auto); default a local Ray."),
-    ] = None,
+    engine: _Engine = "local",
+    address: _Address = None,
 ) -> None:
     """Build webdataset shards: HR crop, LR, prompt, exact parameters and text embedding per sample."""
     from .build import BuildOptions, build
