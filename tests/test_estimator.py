@@ -166,6 +166,8 @@ def test_suggest_reads_noise_on_a_photo_it_never_saw(trained, shards, tmp_path):
     assert abs(sum(noise.values()) - 1) < 1e-5
     plain = promptsr("suggest", str(lr), "--estimator", str(out))
     assert plain.stdout.strip() == f"{lr}: {rec['prompt']}"
+    # `promptsr estimator predict` is the same command (`suggest` its alias)
+    assert promptsr("estimator", "predict", str(lr), "--estimator", str(out)).stdout == plain.stdout
 
 
 def test_small_images_are_judged_or_refused_with_their_size(trained, tmp_path):

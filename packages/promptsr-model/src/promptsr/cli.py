@@ -7,6 +7,8 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 
+from sr_degrade.cli_errors import error_exit, friendly
+
 from ._version import __version__
 
 app = typer.Typer(
@@ -20,12 +22,13 @@ app = typer.Typer(
 
 
 def fail(message: str) -> NoReturn:
-    """The error contract: one `error:` line on stderr and exit status 2."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    """The error contract (shared with sr-degrade, `sr_degrade.cli_errors`): one `error:` line on stderr
+    and exit status 2."""
+    raise error_exit(message)
 
 
 @app.command("version")
+@friendly
 def version() -> None:
     """Print the versions of promptsr and the sr-degrade it uses."""
     import sr_degrade
@@ -34,6 +37,7 @@ def version() -> None:
 
 
 @app.command("info")
+@friendly
 def info(
     preset: Annotated[str, typer.Option("--preset", help="Denoiser preset: promptsr_x4 (the paper's) or tiny.")] = (
         "promptsr_x4"
@@ -68,6 +72,7 @@ def info(
     "train",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
+@friendly
 def train(
     ctx: typer.Context,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML training config.")] = None,
@@ -83,6 +88,7 @@ def train(
 
 
 @app.command("export")
+@friendly
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A training run's output_dir.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
@@ -201,6 +207,7 @@ def _sampling(steps, scheduler, seed, tile, overlap, batch, color, clip, no_clip
 
 
 @app.command("upscale")
+@friendly
 def upscale(
     inputs: Annotated[list[Path], typer.Argument(help="LR images, or folders of them.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output image (one input) or folder.")],
@@ -288,6 +295,7 @@ def _report_upscaled(total: int, failures: list[str], scale: int, output: Path) 
 
 
 @app.command("compare")
+@friendly
 def compare_cmd(
     sr: Annotated[Path, typer.Argument(help="The upscaled image (promptsr upscale's output).")],
     lr: Annotated[Path, typer.Option("--lr", help="The LR image it was upscaled from.")],
@@ -393,6 +401,7 @@ _Limit = Annotated[Optional[int], typer.Option(help="At most this many images pe
 
 
 @app.command("eval", epilog=_EVAL_EXIT)
+@friendly
 def eval_cmd(
     model: _Model,
     out: _Out,
@@ -470,6 +479,7 @@ _AblationOut = Annotated[
 
 
 @app.command("ablate", epilog=_EVAL_EXIT)
+@friendly
 def ablate_cmd(
     study: _Study,
     model: _Models,
@@ -594,6 +604,7 @@ def _ablate_loss(
 
 
 @app.command("suggest")
+@friendly
 def suggest(
     images: Annotated[list[Path], typer.Argument(help="LR images to describe.")],
     estimator: Annotated[Optional[Path], typer.Option("--estimator", help="A degradation estimator folder.")] = None,
@@ -648,9 +659,12 @@ estimator_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(estimator_app, name="estimator")
+# The estimator's prediction lives with its training and evaluation; `promptsr suggest` stays as its alias.
+estimator_app.command("predict")(suggest)
 
 
 @estimator_app.command("train")
+@friendly
 def estimator_train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Estimator folder to write.")],
     photos: Annotated[
@@ -716,6 +730,7 @@ def estimator_train(
 
 
 @estimator_app.command("eval")
+@friendly
 def estimator_eval(
     data: Annotated[list[str], typer.Option("--data", help="Held-out shards (photos the estimator never saw).")],
     estimator: Annotated[Path, typer.Option("--estimator", help="The estimator folder.")],
@@ -744,6 +759,7 @@ def estimator_eval(
 
 
 @app.command("app")
+@friendly
 def app_cmd(
     model: Annotated[Path, typer.Option("--model", "-m", help="A model folder written by promptsr export.")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface of this machine).")] = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -13,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .cli_errors import friendly
 from .config import DegradationConfig
 from .errors import SrDegradeError, printable
 from .imageio import MAX_PIXELS, read_image, write_image
@@ -28,29 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    # One line, whatever the message holds: names from files can carry newlines or escape sequences.
-    typer.echo(f"error: {printable(message)}", err=True)
-    return typer.Exit(code)
-
-
-def friendly(fn):
-    """Turn the errors a user can fix into one line on stderr and exit code 2, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SrDegradeError as e:
-            raise _fail(str(e)) from None
-        except OSError as e:
-            raise _fail(f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")) from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted; complete work is kept (a build continues with --resume)", 130) from None
-
-    return wrapper
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
