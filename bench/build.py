@@ -97,6 +97,7 @@ def timed_build(
     if engine == "ray":  # a local Ray of `workers` CPUs, started outside the timing (a cluster is up already)
         import ray
 
+        os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 would lose the cores to anything else
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         t0 = time.perf_counter()

@@ -6,6 +6,7 @@ rest); a cluster address nothing answers on is one error line, at once."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ FILES = ("index.parquet", "errors.jsonl")
 @pytest.fixture(scope="module")
 def local_ray():
     """One real local Ray of 2 CPUs for the module (the engine uses a Ray this process already holds)."""
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as the engine's own local Ray
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()

@@ -175,6 +175,8 @@ def connected(address: str | None, workers: int):
         _check_address(address)
         ray.init(address=address, **quiet)
     else:
+        # Ray runs its workers at nice 15; a local build is the machine's job, as the local engine's workers are.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=workers or os.cpu_count() or 1, **quiet)
     try:
         yield ray
