@@ -163,8 +163,8 @@ def main() -> None:
             ("sample photos (6, crop 256 x2)", "sample", sample_paths(), 256, 2),
             (f"synthetic folder ({args.images} x 1200x900, crop 512 x2)", str(tmp / "synth"), synth, 512, 2),
         ]
-        if args.engine == "ray":
-            ray_table(cases, tmp, args.encoder)
+        if args.engine == "ray":  # the 12-sample set makes 2 shards: no steady state to measure
+            ray_table(cases[1:], tmp, args.encoder)
             return
         print(
             "| set | workers | samples | end-to-end samples/s | steady samples/s | steady per worker "
