@@ -273,15 +273,7 @@ def listdir(url: str | os.PathLike, pattern: str = "*") -> list[str]:
             raise _local_fail(folder, e, "list") from None
         return sorted(os.path.join(folder, n) for n in names if fnmatchcase(n, pattern))
     text = str(url).rstrip("/")
-    fs, path = _filesystem(text)
-    try:
-        entries = fs.ls(path, detail=False)
-    except FileNotFoundError as e:
-        if _bucket_missing(text):
-            raise _fail(text, e, "list") from None
-        return []
-    except Exception as e:
-        raise _fail(text, e, "list") from None
+    fs, entries = _listed(text, lambda fs, path: fs.ls(path, detail=False))
     prefix = text + "/"
     found = set()
     for entry in entries:
@@ -295,18 +287,24 @@ def listdir(url: str | os.PathLike, pattern: str = "*") -> list[str]:
     return sorted(found)
 
 
-def find(url: str | os.PathLike) -> list[str]:
-    """Sorted full URLs of every file below folder `url`, recursively (for sources of photos)."""
-    text = str(url).rstrip("/")
+def _listed(text: str, listing) -> tuple[Any, list[str]]:
+    """(filesystem, `listing(fs, path)`) for folder URL `text`: a missing folder lists nothing, a missing
+    bucket or any other failure is a StorageError."""
     fs, path = _filesystem(text)
     try:
-        entries = fs.find(path)
+        return fs, listing(fs, path)
     except FileNotFoundError as e:
         if _bucket_missing(text):
             raise _fail(text, e, "list") from None
-        return []
+        return fs, []
     except Exception as e:
         raise _fail(text, e, "list") from None
+
+
+def find(url: str | os.PathLike) -> list[str]:
+    """Sorted full URLs of every file below folder `url`, recursively (for sources of photos)."""
+    text = str(url).rstrip("/")
+    fs, entries = _listed(text, lambda fs, path: fs.find(path))
     base = fs._strip_protocol(text).rstrip("/") + "/"
     return sorted(text + "/" + e[len(base) :] for e in entries if e.startswith(base))
 
