@@ -1,7 +1,8 @@
 """How good a model's one-step x0 estimate is at each timestep, from a correctly noised HR image: the
 figures behind "a briefly trained model cannot restore colour from pure noise" (formerly in the
 README; docs/model.md has the formulation that replaced it). For each t: PSNR-Y of
-x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) against the HR, the RMS error of its 16x16-averaged low frequencies, and its mean error per RGB channel (in [-1, 1] units).
+x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) against the HR, the RMS error of its 16x16-averaged low
+frequencies, and its mean error per RGB channel (in [-1, 1] units).
 
     python tools/x0_error.py demo_out/model_tiny demo_out/lr/coffee.png demo_out/hr/coffee.png
 """
