@@ -178,25 +178,32 @@ def _is_url(path: str | Path) -> bool:
 
 #: Bytes read from a URL for `read_image_size`: a header (JPEG: after EXIF, which may hold a thumbnail).
 _HEAD = 1 << 20
+#: Bytes of a local file read for its header: PNG, WebP, BMP, PPM need 30; a JPEG's EXIF comes first (<= 64 KiB).
+_LOCAL_HEAD = 1 << 17
+
+
+def _read_local(path: Path, count: int = -1) -> np.ndarray:
+    try:
+        return np.fromfile(path, dtype=np.uint8, count=count)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read the file ({e.strerror or e})") from None
 
 
 def read_image_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
     """(width, height) of an image file from its header, nothing decoded; ImageError naming the file
     when it cannot be read, has no readable header, or (with `max_pixels`) is larger than that.
-    `path` may be an fsspec URL (s3://bucket/photos/a.png): its first megabyte is read, the whole
-    object only when the header lies further in."""
+    Only the file's start is read (a local file's first 128 KiB, a URL's first megabyte), the whole
+    file only when the header lies further in."""
     if _is_url(path):
         data = _read_url(str(path), _HEAD)
         if image_size(data) is None and data.size == _HEAD:
             data = _read_url(str(path))
         name = str(path)
     else:
-        path = Path(path)
-        try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError as e:
-            raise ImageError(f"{path}: cannot read the file ({e.strerror or e})") from None
-        name = str(path)
+        path, name = Path(path), str(path)
+        data = _read_local(path, _LOCAL_HEAD)
+        if image_size(data) is None and data.size == _LOCAL_HEAD:
+            data = _read_local(path)
     if data.size == 0:
         raise ImageError(f"{name}: the file is empty")
     return check_image_size(data, name, max_pixels)

@@ -245,9 +245,19 @@ def _drive(ray, opts, names, plan, run_, job, members, encoder, progress, log) -
         p = position_of.get(e["image"])
         if p is not None and p not in reasons:
             reasons[p] = e["reason"]
-    build_shard = ray.remote(num_cpus=1, max_retries=3)(_build_shard)
     stems, out = ray.put(plan.stems), str(names.out)
     done: dict[int, list[dict[str, Any]]] = {}
+    try:
+        _shards(ray, opts, names, plan, run_, job, members, encoder, progress, log, reasons, done, stems, out)
+    finally:  # the rows of the complete shards, also when the build is interrupted
+        run_.rows = [r for k in sorted(done) for r in done[k]]
+    run_.errors = [run_.error_entry(p, plan.images[p].key, reasons[p]) for p in sorted(reasons)]
+
+
+def _shards(ray, opts, names, plan, run_, job, members, encoder, progress, log, reasons, done, stems, out) -> None:
+    """Plan, submit the missing shards into `done`, and plan again after a decode failure."""
+    build_shard = ray.remote(num_cpus=1, max_retries=3)(_build_shard)
+    position_of = {_text_key(im.key): p for p, im in enumerate(plan.images)}
     while True:
         specs = plan_shards(plan.images, plan.stems, set(reasons), job["crops"], opts.shard_size, names)
         want = {s.name for s in specs}
@@ -255,7 +265,7 @@ def _drive(ray, opts, names, plan, run_, job, members, encoder, progress, log) -
             if stale not in want:
                 names.out.unlink(stale)
         if not done:
-            done = _kept(names.out, specs, members, log)
+            done.update(_kept(names.out, specs, members, log))
             run_.summary.resumed_from = len(done)
             if done:
                 log(f"resuming with {plural(len(done), 'complete shard')} kept")
@@ -269,10 +279,9 @@ def _drive(ray, opts, names, plan, run_, job, members, encoder, progress, log) -
         for position, _key, reason in failed:
             reasons[position] = reason
         first = min(position for position, _, _ in failed)
-        done = {k: rows for k, rows in done.items() if all(position_of[r["image"]] < first for r in rows)}
+        for k in [k for k, rows in done.items() if any(position_of[r["image"]] >= first for r in rows)]:
+            del done[k]
         log(f"{plural(len(failed), 'image')} did not decode: planning again from {plan.images[first].key}")
-    run_.errors = [run_.error_entry(p, plan.images[p].key, reasons[p]) for p in sorted(reasons)]
-    run_.rows = [r for k in sorted(done) for r in done[k]]
     run_.summary.shards = len(specs)
 
 
@@ -286,6 +295,7 @@ def _submit(ray, build_shard, todo, job, ctx, stems, out, encoder, done, bar, ru
     """Run the shard tasks, at most twice the cluster's CPUs in flight; decode failures, after the rest finish."""
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending, queue, failed = [], list(todo), []
+    samples = sum(len(rows) for rows in done.values())
     while queue or pending:
         while queue and len(pending) < window and not failed:
             pending.append(build_shard.remote(queue.pop(0), job, ctx, stems, out, encoder))
@@ -298,6 +308,6 @@ def _submit(ray, build_shard, todo, job, ctx, stems, out, encoder, done, bar, ru
             failed += result["failed"]
             continue
         done[result["k"]] = result["rows"]
-        run_.rows = [r for k in sorted(done) for r in done[k]]
-        bar.update(1, extra=f"{plural(len(run_.rows), 'sample')}, {plural(len(failed), 'decode failure')}")
+        samples += len(result["rows"])
+        bar.update(1, extra=f"{plural(samples, 'sample')}, {plural(len(failed), 'decode failure')}")
     return failed
