@@ -29,7 +29,7 @@ def oracle(x0: torch.Tensor, scheduler):
     """eps(x_t, t) = (x_t - sqrt(a_t) x0) / sqrt(1 - a_t): the noise that explains x_t exactly."""
     alphas = scheduler.alphas_cumprod
 
-    def model(inp: torch.Tensor, t: torch.Tensor, emb, mask) -> torch.Tensor:
+    def model(inp: torch.Tensor, t: torch.Tensor, emb, mask, condition=None) -> torch.Tensor:
         a = alphas[t.long()].to(inp.dtype).view(-1, 1, 1, 1)
         return (inp[:, :3] - a.sqrt() * x0) / (1 - a).sqrt()
 
@@ -87,7 +87,7 @@ def test_clipping_keeps_every_intermediate_x0_estimate_in_range(name):
 def test_the_two_clip_variants_differ_only_for_ddim():
     x0 = torch.zeros(1, 3, 8, 8)
 
-    def model(inp, t, emb, mask):  # knows no clean image: the trajectory decides the result
+    def model(inp, t, emb, mask, condition=None):  # knows no clean image: the trajectory decides the result
         return 0.9 * inp[:, :3] + 0.2
 
     def run(name: str, clip: str) -> torch.Tensor:
@@ -162,9 +162,9 @@ def test_strength_starts_from_the_noised_conditioning_and_runs_that_share_of_the
     exact = oracle(x0, train_scheduler(CFG))
     seen: list[tuple[int, torch.Tensor]] = []
 
-    def model(inp, t, emb, mask):
+    def model(inp, t, emb, mask, condition=None):
         seen.append((int(t[0]), inp[:, :3].clone()))
-        return exact(inp, t, emb, mask)
+        return exact(inp, t, emb, mask, condition)
 
     noise = torch.randn(x0.shape, generator=g)
     scheduler = sampling_scheduler(name, CFG)

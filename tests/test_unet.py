@@ -66,6 +66,21 @@ def test_output_is_the_noise_shape_in_float32(b, h, w):
     assert torch.isfinite(out).all() and out.std() > 0
 
 
+def test_the_network_concatenates_the_condition_itself():
+    """forward(x_t, ..., condition=lr_up) is the 6-channel forward of their concatenation, bit for bit;
+    a condition of the wrong shape is refused naming both shapes."""
+    model = tiny()
+    sample, t, ctx = inputs(2, 16, 24)
+    with torch.no_grad():
+        joined = model(sample, t, ctx)
+        split = model(sample[:, :3], t, ctx, condition=sample[:, 3:])
+    assert torch.equal(joined, split)
+    with pytest.raises(ValueError, match=r"condition \(2, 3, 8, 24\) does not match sample \(2, 3, 16, 24\)"):
+        model(sample[:, :3], t, ctx, condition=sample[:, 3:, :8])
+    with pytest.raises(ValueError, match=r"condition must be \(B, 3, H, W\)"):
+        model(sample[:, :3], t, ctx, condition=sample)
+
+
 def test_sizes_off_the_multiple_are_refused_naming_size_and_multiple():
     model = build_unet("tiny", channel_mult=(1, 1, 1, 1), cross_attention_levels=True, self_attention_levels=False)
     assert model.size_multiple == 8

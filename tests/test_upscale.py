@@ -117,8 +117,8 @@ class SmoothingOracle(torch.nn.Module):
         super().__init__()
         self.register_buffer("alphas", alphas_cumprod.float())
 
-    def forward(self, inp, t, emb, mask):
-        x, cond = inp[:, :3], inp[:, 3:]
+    def forward(self, x, t, emb, mask, condition):
+        cond = condition
         target = torch.nn.functional.avg_pool2d(cond, 9, stride=1, padding=4, count_include_pad=True)
         a = self.alphas[t.long()].view(-1, 1, 1, 1)
         return (x - a.sqrt() * target) / (1 - a).sqrt()

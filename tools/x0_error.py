@@ -50,7 +50,7 @@ def main() -> int:
         for t in TIMESTEPS:
             a = alphas[t]
             x_t = a.sqrt() * x0_true + (1 - a).sqrt() * noise
-            eps = model.unet(torch.cat([x_t, cond], 1), torch.tensor([t]), emb, mask)
+            eps = model.unet(x_t, torch.tensor([t]), emb, mask, condition=cond)
             x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
             low = (F.avg_pool2d(x0, 16) - F.avg_pool2d(x0_true, 16)).pow(2).mean().sqrt()
             mean = ", ".join(f"{v:+.3f}" for v in (x0 - x0_true).mean((0, 2, 3)).tolist())

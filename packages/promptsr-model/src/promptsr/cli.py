@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
 import typer
+import typer.core
 
 from sr_degrade.cli_errors import error_exit, friendly
 
@@ -466,78 +467,58 @@ def eval_cmd(
     _finish(result.failures, out, "per_image.csv, summary.md, summary.json")
 
 
-_Study = Annotated[
-    str, typer.Argument(help="prompt (Table 1), format (Table 3b), models (Tables 2, 3a, 5) or loss (prompt signal).")
-]
 _Models = Annotated[
     list[Path], typer.Option("--model", "-m", help="Model folder; for 'models' repeat it, one per variant.")
 ]
-_AblationOut = Annotated[
-    Optional[Path],
-    typer.Option("--out", "-o", help="Output folder (required, except for 'loss': its table is printed anyway)."),
-]
+_AblationOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (required).")]
+_Seed = Annotated[int, typer.Option(help="Seed of the noise and of re-rendered prompts.")]
+_AblateDevice = Annotated[str, typer.Option(help="cpu, cuda, ...")]
+_ABLATIONS = ("prompt", "format", "models", "loss")
 
 
-@app.command("ablate", epilog=_EVAL_EXIT)
-@friendly
-def ablate_cmd(
-    study: _Study,
-    model: _Models,
-    out: _AblationOut = None,
-    data: _Data = [],  # noqa: B006
-    name: _Names = [],  # noqa: B006
-    label: Annotated[
-        list[str], typer.Option("--label", help="Row label per --model for 'models' (default: folder name).")
-    ] = [],  # noqa: B006
-    metrics: _Metrics = "psnr,ssim,lpips,dists",
-    metric_weights: _Weights = [],  # noqa: B006
-    limit: _Limit = None,
-    steps: _Steps = 50,
-    scheduler: _Scheduler = "ddim",
-    seed: Annotated[int, typer.Option(help="Seed of the noise and of re-rendered prompts.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, cuda, ...")] = "cpu",
-    dtype: _Dtype = "float32",
-    tile: _Tile = 512,
-    overlap: _Overlap = 64,
-    batch: _Batch = 4,
-    draws: Annotated[int, typer.Option(help="(loss) Paired (t, noise) draws per image.")] = 4,
-    crop: Annotated[int, typer.Option(help="(loss) HR centre-crop side in pixels; 0: the whole image.")] = 256,
-) -> None:
-    """Ablation tables on evaluation shards, each setting evaluated like promptsr eval into OUT/<setting>/.
+class _AblationGroup(typer.core.TyperGroup):
+    """`promptsr ablate STUDY`: an unknown study is named with the choices (exit 2)."""
 
-    prompt: one model with its prompts vs the empty prompt (Table 1). format: one model with the
-    prompts re-rendered original / shuffled / simplified from the stored parameters (Table 3b).
-    models: several model folders trained differently (one vs two resizes, fixed vs random order,
-    text encoders) on the same shards, one row each (Tables 2, 3a, 5). Writes OUT/ablation_STUDY.md and .json.
+    def list_commands(self, ctx) -> list[str]:
+        return [n for n in _ABLATIONS if n in self.commands]
 
-    loss: no sampling, minutes not hours: the held-out epsilon loss of one model under each image's true
-    prompt, the empty prompt and a wrong one (every level moved furthest), on the same --draws (t, noise)
-    per image (centre crop --crop, --seed, --limit); prints the table, and writes OUT/ablation_loss.md
-    and .json when --out is given. Expected once the model reads its prompt: true < wrong, true < empty.
-    """
+    def resolve_command(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            fail(f"unknown ablation {args[0]!r}: choose one of {', '.join(_ABLATIONS)}")
+        return super().resolve_command(ctx, args)
+
+
+ablate_app = typer.Typer(
+    cls=_AblationGroup,
+    help="Ablation tables on evaluation shards (paper Tables 1, 2, 3, 5) and the prompt-signal loss table.",
+    no_args_is_help=True,
+)
+app.add_typer(ablate_app, name="ablate")
+
+
+def _ablate_sampling(
+    study: str, model: list[Path], labels: list[str], out: Optional[Path], data, name, metrics, metric_weights,
+    limit, steps, scheduler, seed, device, dtype, tile, overlap, batch,
+) -> None:  # fmt: skip
+    """`promptsr ablate prompt|format|models`: every setting evaluated like promptsr eval into OUT/<setting>/."""
     from sr_degrade.errors import SrDegradeError
 
-    from .evaluate import STUDIES, run_ablation
+    from .evaluate import EvalOptions, run_ablation
     from .inference import Upscaler
 
-    studies = [*STUDIES, "loss"]
-    if study not in studies:
-        fail(f"unknown ablation {study!r}: choose one of {', '.join(studies)}")
-    if study == "loss":
-        _ablate_loss(model, out, data, name, limit, seed, draws, crop, device)
-        return
     if out is None:
         fail(f"ablation {study!r} needs --out (the folder of its tables and images)")
     if study != "models" and len(model) != 1:
         fail(f"ablation {study!r} takes one --model (got {len(model)})")
-    if study == "models" and (len(model) < 2 or (label and len(label) != len(model))):
+    if study == "models" and (len(model) < 2 or (labels and len(labels) != len(model))):
         fail("ablation 'models' needs two or more --model, and one --label per --model if any")
+    sampling = _sampling(steps, scheduler, seed, tile, overlap, batch, "none", None, False, 1.0)
     up, loader, metric_set, total = _eval_common(
         model[0], data, name, None, None, metrics, metric_weights, limit, device, dtype
     )
     loaders = {"promptsr": lambda: up}
     if study == "models":
-        labels = label or [m.name for m in model]
+        labels = labels or [m.name for m in model]
         if len(set(labels)) != len(labels):
             fail(f"two models share the label {labels}: pass --label per --model")
         try:  # every folder checked before hours of sampling start
@@ -545,16 +526,118 @@ def ablate_cmd(
         except (SrDegradeError, OSError) as e:
             fail(str(e))
         loaders = {lab: (lambda u=u: u) for lab, u in zip(labels, [up, *others])}
-    from .evaluate import EvalOptions
-
-    sampling = _sampling(steps, scheduler, seed, tile, overlap, batch, "none", None, False, 1.0)
-    opts = EvalOptions(**sampling.upscale_kwargs())
     try:
-        record, _ = run_ablation(study, loaders, loader, metric_set, out, opts, total=total)
+        record, _ = run_ablation(
+            study, loaders, loader, metric_set, out, EvalOptions(**sampling.upscale_kwargs()), total=total
+        )
     except SrDegradeError as e:
         fail(str(e))
     typer.echo((out / f"ablation_{study}.md").read_text())
     _finish(record["failures"], out, f"ablation_{study}.md, ablation_{study}.json")
+
+
+@ablate_app.command("prompt", epilog=_EVAL_EXIT)
+@friendly
+def ablate_prompt(
+    model: _Models,
+    out: _AblationOut = None,
+    data: _Data = [],  # noqa: B006 (typer reads the default, never mutates it)
+    name: _Names = [],  # noqa: B006
+    metrics: _Metrics = "psnr,ssim,lpips,dists",
+    metric_weights: _Weights = [],  # noqa: B006
+    limit: _Limit = None,
+    steps: _Steps = 50,
+    scheduler: _Scheduler = "ddim",
+    seed: _Seed = 0,
+    device: _AblateDevice = "cpu",
+    dtype: _Dtype = "float32",
+    tile: _Tile = 512,
+    overlap: _Overlap = 64,
+    batch: _Batch = 4,
+) -> None:
+    """Table 1: each image's prompt against the empty prompt.
+
+    One model, every image sampled twice; writes OUT/ablation_prompt.md and .json, and each setting's
+    images like promptsr eval into OUT/<setting>/."""
+    _ablate_sampling("prompt", model, [], out, data, name, metrics, metric_weights, limit, steps, scheduler, seed,
+                     device, dtype, tile, overlap, batch)  # fmt: skip
+
+
+@ablate_app.command("format", epilog=_EVAL_EXIT)
+@friendly
+def ablate_format(
+    model: _Models,
+    out: _AblationOut = None,
+    data: _Data = [],  # noqa: B006
+    name: _Names = [],  # noqa: B006
+    metrics: _Metrics = "psnr,ssim,lpips,dists",
+    metric_weights: _Weights = [],  # noqa: B006
+    limit: _Limit = None,
+    steps: _Steps = 50,
+    scheduler: _Scheduler = "ddim",
+    seed: _Seed = 0,
+    device: _AblateDevice = "cpu",
+    dtype: _Dtype = "float32",
+    tile: _Tile = 512,
+    overlap: _Overlap = 64,
+    batch: _Batch = 4,
+) -> None:
+    """Table 3b: the prompts re-rendered original / shuffled / simplified.
+
+    One model; the prompts are rendered again from each sample's stored parameters. Writes
+    OUT/ablation_format.md and .json, and each setting's images into OUT/<setting>/."""
+    _ablate_sampling("format", model, [], out, data, name, metrics, metric_weights, limit, steps, scheduler, seed,
+                     device, dtype, tile, overlap, batch)  # fmt: skip
+
+
+@ablate_app.command("models", epilog=_EVAL_EXIT)
+@friendly
+def ablate_models(
+    model: _Models,
+    out: _AblationOut = None,
+    data: _Data = [],  # noqa: B006
+    name: _Names = [],  # noqa: B006
+    label: Annotated[list[str], typer.Option("--label", help="Row label per --model (default: folder name).")] = [],  # noqa: B006
+    metrics: _Metrics = "psnr,ssim,lpips,dists",
+    metric_weights: _Weights = [],  # noqa: B006
+    limit: _Limit = None,
+    steps: _Steps = 50,
+    scheduler: _Scheduler = "ddim",
+    seed: _Seed = 0,
+    device: _AblateDevice = "cpu",
+    dtype: _Dtype = "float32",
+    tile: _Tile = 512,
+    overlap: _Overlap = 64,
+    batch: _Batch = 4,
+) -> None:
+    """Tables 2, 3a, 5: several models trained differently, one row each.
+
+    Model folders trained differently (one vs two resizes, fixed vs random order, text encoders) on the
+    same shards. Writes OUT/ablation_models.md and .json, and each model's images into OUT/<label>/."""
+    _ablate_sampling("models", model, label, out, data, name, metrics, metric_weights, limit, steps, scheduler,
+                     seed, device, dtype, tile, overlap, batch)  # fmt: skip
+
+
+@ablate_app.command("loss")
+@friendly
+def ablate_loss_cmd(
+    model: _Models,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the table here.")] = None,
+    data: _Data = [],  # noqa: B006
+    name: _Names = [],  # noqa: B006
+    limit: _Limit = None,
+    seed: _Seed = 0,
+    device: _AblateDevice = "cpu",
+    draws: Annotated[int, typer.Option(help="Paired (t, noise) draws per image.")] = 4,
+    crop: Annotated[int, typer.Option(help="HR centre-crop side in pixels; 0: the whole image.")] = 256,
+) -> None:
+    """The prompt signal: held-out loss under the true, empty and a wrong prompt (no sampling).
+
+    Minutes, not hours: one model's loss under each image's true prompt, the empty prompt and a wrong one
+    (every level moved furthest), on the same --draws (t, noise) per image; prints the table, and writes
+    OUT/ablation_loss.md and .json when --out is given. Expected once the model reads its prompt:
+    true < wrong, true < empty. Exit 2 with one error line for bad input."""
+    _ablate_loss(model, out, data, name, limit, seed, draws, crop, device)
 
 
 def _ablate_loss(
@@ -568,7 +651,7 @@ def _ablate_loss(
     crop: int,
     device: str,
 ) -> None:
-    """`promptsr ablate loss`: every input checked first; one error line and exit 2 for bad input."""
+    """`promptsr ablate loss`: every input checked first."""
     from sr_degrade.errors import SrDegradeError
     from sr_degrade.shards import shard_files
 

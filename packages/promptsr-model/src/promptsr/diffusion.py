@@ -134,7 +134,7 @@ def diffusion_losses(
     the diffused quantity (`diffused`: image or residual) noised with `noise` at `timesteps`."""
     x0 = diffused(hr, cond, target)
     noisy = scheduler.add_noise(x0, noise, timesteps)
-    pred = model(torch.cat([noisy, cond], dim=1), timesteps, emb, mask)
+    pred = model(noisy, timesteps, emb, mask, condition=cond)
     return (pred.float() - wanted_output(scheduler, x0, noise, timesteps).float()).pow(2).mean(dim=(1, 2, 3))
 
 
@@ -256,12 +256,12 @@ def sample(
 ) -> torch.Tensor:
     """Reverse diffusion from Gaussian noise to an HR image in [-1, 1], conditioned on `cond`.
 
-    `model(torch.cat([x_t, cond], 1), t, emb, mask)` is the denoiser, called on the whole batch; the
-    model's input is cast to `cond`'s dtype. Everything else is `sample_with`'s (the options are its).
+    `model(x_t, t, emb, mask, condition=cond)` is the denoiser, called on the whole batch (the network
+    concatenates `cond`); `x_t` is cast to `cond`'s dtype. Everything else is `sample_with`'s (the options are its).
     """
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model(torch.cat([x_t.to(cond.dtype), cond], dim=1), t, emb, mask)
+        return model(x_t.to(cond.dtype), t, emb, mask, condition=cond)
 
     return sample_with(
         denoise, cond.shape, scheduler, steps, start=cond, device=cond.device, generator=generator, noise=noise,

@@ -97,9 +97,10 @@ def _blend_weights(length: int, tile: int, overlap: int) -> tuple[list[int], dic
 class TiledDenoiser:
     """The sampler's `denoise(x_t, t) -> eps` for a whole (1, 3, H, W) image, tile by tile.
 
-    `model(inp, t, emb, mask)` runs on `device` in `dtype` (default: `cond`'s); its input is a batch
-    of up to `batch` tiles, noisy image then conditioning, sliced from `x_t` and `cond` wherever they
-    live (GPU or host). The blended prediction is accumulated in float32 on `x_t`'s device.
+    `model(x, t, emb, mask, condition=c)` runs on `device` in `dtype` (default: `cond`'s) on a batch of
+    up to `batch` tiles of the noisy image and of the conditioning, sliced from `x_t` and `cond` wherever
+    they live (GPU or host) and moved in one transfer. The blended prediction is accumulated in float32
+    on `x_t`'s device.
     """
 
     def __init__(
@@ -139,14 +140,14 @@ class TiledDenoiser:
             chunk = self.boxes[start : start + self.batch]
             n = len(chunk)
             # Assembled where the image lives, then one transfer; only one batch of tiles is ever copied.
-            inp = torch.empty((n, x_t.shape[1] + cond.shape[1], th, tw), dtype=self.dtype, device=x_t.device)
+            inp = torch.empty((2, n, x_t.shape[1], th, tw), dtype=self.dtype, device=x_t.device)
             for k, (y, x) in enumerate(chunk):
-                inp[k, : x_t.shape[1]].copy_(x_t[0, :, y : y + th, x : x + tw])
-                inp[k, x_t.shape[1] :].copy_(cond[0, :, y : y + th, x : x + tw])
+                inp[0, k].copy_(x_t[0, :, y : y + th, x : x + tw])
+                inp[1, k].copy_(cond[0, :, y : y + th, x : x + tw])
             inp = inp.to(self.device)
             mask = None if self.mask is None else self.mask.expand(n, -1)
             emb = None if self.emb is None else self.emb.expand(n, -1, -1)
-            eps = self.model(inp, t.expand(n), emb, mask)
+            eps = self.model(inp[0], t.expand(n), emb, mask, condition=inp[1])
             del inp
             eps = eps.to(x_t.device, torch.float32)
             for k, (y, x) in enumerate(chunk):
@@ -233,15 +234,15 @@ class _FallbackOnError:
     def __init__(self, compiled: Callable, eager: Callable, backend: str):
         self.compiled, self.eager, self.backend = compiled, eager, backend
 
-    def __call__(self, *args: Any) -> torch.Tensor:
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.compiled is not None:
             try:
-                return self.compiled(*args)
+                return self.compiled(*args, **kwargs)
             except Exception as e:  # any compiler failure (no C++ compiler, no Triton, ...): eager instead
                 why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 notice(f"torch.compile ({self.backend}) failed here ({type(e).__name__}: {why}); running uncompiled")
                 self.compiled = None
-        return self.eager(*args)
+        return self.eager(*args, **kwargs)
 
 
 def _compiled(net: torch.nn.Module, backend: str | Callable) -> Callable:

@@ -119,10 +119,10 @@ def paired_draw_losses(
         t = ((k + u) * n_t / draws).floor().long().clamp_(0, n_t - 1).to(hr.device)
         noise = torch.randn(hr.shape, generator=generator, dtype=torch.float32).to(hr.device, hr.dtype)
         x0 = diffused(hr, cond, target)
-        x = torch.cat([scheduler.add_noise(x0, noise, t), cond], dim=1)
+        x = scheduler.add_noise(x0, noise, t)
         wanted = wanted_output(scheduler, x0, noise, t).float()
         for name, (emb, mask) in embs.items():
-            pred = model(x, t, emb.to(hr.device), None if mask is None else mask.to(hr.device))
+            pred = model(x, t, emb.to(hr.device), None if mask is None else mask.to(hr.device), condition=cond)
             out[name][:, k] = (pred.float() - wanted).pow(2).mean(dim=(1, 2, 3)).cpu()
     return out
 

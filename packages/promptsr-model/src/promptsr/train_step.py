@@ -112,10 +112,11 @@ class TrainStep:
         self._checked_compile = not speed.compile
 
     def _loss(self, batch: Batch) -> torch.Tensor:
-        def denoiser(x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        def denoiser(x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor | None, condition):
             if self.speed.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.forward(x, t, emb, mask)
+                condition = condition.contiguous(memory_format=torch.channels_last)
+            return self.forward(x, t, emb, mask, condition=condition)
 
         with self.accelerator.autocast():
             return diffusion_loss(

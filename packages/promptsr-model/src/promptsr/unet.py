@@ -1,7 +1,8 @@
 """The PromptSR denoising network (DN, paper 3.2 and 4.1.3): a text-conditioned U-Net.
 
-Input: the noisy HR image concatenated with the bicubic-upsampled LR image (6 channels, [-1, 1]), a
-diffusion timestep per sample and the prompt's token embeddings; output: the predicted noise (3 channels).
+Input: the noisy HR image and the bicubic-upsampled LR image (`condition`), which the network concatenates
+(6 channels, [-1, 1]), a diffusion timestep per sample and the prompt's token embeddings; output: the
+predicted quantity (noise, x0 or v: the network knows only its 3 channels).
 Text enters only through cross-attention (queries from image features, keys/values from the text); there
 is no self-attention unless a level asks for it. The network knows nothing of the noise schedule.
 
@@ -429,7 +430,7 @@ class PromptSRUNet(ModelMixin, ConfigMixin):
         self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None
     ) -> None:
         cfg = self.config
-        if sample.ndim != 4 or sample.shape[1] != cfg.in_channels:
+        if sample.ndim != 4 or sample.shape[1] != cfg.in_channels:  # after the concatenation
             raise ValueError(f"sample must be (B, {cfg.in_channels}, H, W), got {tuple(sample.shape)}")
         b, _, h, w = sample.shape
         m = self.size_multiple
@@ -450,17 +451,36 @@ class PromptSRUNet(ModelMixin, ConfigMixin):
         if mask is not None and tuple(mask.shape) != tuple(context.shape[:2]):
             raise ValueError(f"encoder_attention_mask must be {tuple(context.shape[:2])}, got {tuple(mask.shape)}")
 
+    def concat_condition(self, sample: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """The network's input: the noisy image `sample` (B, 3, H, W) then `condition` (B, 3, H, W), the LR
+        image upsampled to the HR size; ValueError when their shapes do not fit the model."""
+        want = self.config.in_channels - self.config.out_channels
+        if condition.ndim != 4 or condition.shape[1] != want:
+            raise ValueError(
+                f"condition must be (B, {want}, H, W), the upsampled LR image, got {tuple(condition.shape)}"
+            )
+        if sample.ndim != 4 or sample.shape[0] != condition.shape[0] or sample.shape[2:] != condition.shape[2:]:
+            raise ValueError(
+                f"condition {tuple(condition.shape)} does not match sample {tuple(sample.shape)}: upsample the LR"
+                " image to the HR size (bicubic, x scale) first"
+            )
+        return torch.cat([sample, condition.to(sample.dtype)], dim=1)
+
     def forward(
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | int | float,
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Predict the noise in `sample`.
+        """Predict the target (noise, x0 or v, as trained) for `sample`.
 
-        sample: (B, in_channels, H, W), noisy HR (3) then bicubic-upsampled LR (3), in [-1, 1]; H and W
-            multiples of `size_multiple` (8 for 4 levels), else ValueError.
+        sample: (B, 3, H, W), the noisy HR image (or residual), in [-1, 1], with `condition`; H and W
+            multiples of `size_multiple` (8 for 4 levels), else ValueError. Without `condition`, the
+            concatenation already made: (B, in_channels, H, W), noisy HR (3) then upsampled LR (3).
+        condition: (B, 3, H, W), the LR image upsampled (bicubic) to the HR size, in [-1, 1]; the network
+            concatenates it to `sample` in channels (SR3, paper 3.2), cast to `sample`'s dtype.
         timestep: (B,) or scalar, int or float, in schedule steps (0..T-1); a scalar applies to every sample.
             Under torch.compile pass a tensor: Python numbers are specialised on and recompile per value.
         encoder_hidden_states: (B, L, cross_attention_dim) text token embeddings, any float dtype (cast
@@ -469,9 +489,11 @@ class PromptSRUNet(ModelMixin, ConfigMixin):
             A sample whose row is all False gets no text at all: its cross-attention adds exactly zero
             (instead of SDPA's NaN or undefined output); real prompts, the empty one included, always
             have L >= 1 attendable tokens (the encoder's special tokens).
-        Returns the predicted noise, (B, out_channels, H, W), in the dtype of the last conv (bf16 under
+        Returns the prediction, (B, out_channels, H, W), in the dtype of the last conv (bf16 under
         bf16 autocast).
         """
+        if condition is not None:
+            sample = self.concat_condition(sample, condition)
         timestep = torch.as_tensor(timestep, device=sample.device)
         self._check_inputs(sample, timestep, encoder_hidden_states, encoder_attention_mask)
         b = sample.shape[0]
