@@ -107,6 +107,23 @@ def test_lr_folder_with_prompts_csv_no_reference_only(model_dir, tmp_path):
     assert read_image(out / "grids" / "real" / "b.png").shape[1] == 3 * 192 + 320  # LR | bicubic | ours: no HR
 
 
+def test_free_text_prompts_are_read_as_upscale_reads_them(model_dir, tmp_path):
+    lr = tmp_path / "real"
+    lr.mkdir()
+    write_image(lr / "a.png", load_sample("coffee")[::8, ::8][:16, :16])
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text('image,prompt\na.png,"very blurry, purple tint"\n')
+    out = tmp_path / "res"
+    args = ["eval", "--model", str(model_dir), "--lr-folder", str(lr), "--prompts", str(prompts)]
+    r = cli(*args, "--metrics", "nima", "--out", str(out), *FAST)
+    assert r.returncode == 1 and "very blurry" in r.stderr  # outside the vocabulary: that image fails
+    r = cli(*args, "--metrics", "nima", "--out", str(out), "--free-text", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert {row["prompt"] for row in read_csv(out / "per_image.csv")} == {"heavy blur, downsample"}
+    summary = (out / "summary.md").read_text()
+    assert "understood as: heavy blur, downsample" in summary and "not understood: purple, tint" in summary
+
+
 def test_prompt_and_format_ablations_write_one_row_per_setting(model_dir, val_shards, tmp_path):
     out = tmp_path / "t1"
     r = cli("ablate", "prompt", "--model", str(model_dir), "--data", str(val_shards), "--metrics", "psnr",

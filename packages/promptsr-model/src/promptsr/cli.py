@@ -433,7 +433,7 @@ def eval_cmd(
     overlap: _Overlap = 64,
     batch: _Batch = 4,
     color_fix: _ColorFix = "none",
-    free_text: Annotated[bool, typer.Option("--free-text", help="Allow prompts outside the vocabulary.")] = False,
+    free_text: _FreeText = False,
     grids: Annotated[bool, typer.Option("--grids/--no-grids", help="Write grids/ (LR | bicubic | ours | HR).")] = True,
     save_images: Annotated[bool, typer.Option("--save-images/--no-save-images", help="Write images/.")] = True,
     clip: _Clip = None,

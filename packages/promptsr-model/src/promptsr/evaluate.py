@@ -360,6 +360,21 @@ def _safe(name: str) -> str:
 ESTIMATED = "estimated"
 
 
+def _understood(text: str, cfg: Any, mapped: dict[str, str], notes: list[str]) -> str:
+    """A free-text prompt as `promptsr upscale --free-text` reads it (mapped onto the vocabulary where it
+    can be, else as written); each distinct prompt told once in the summary's notes."""
+    if text not in mapped:
+        from .prompts import understood
+
+        resolved = understood(text, cfg, omission=True)
+        mapped[text] = resolved.text
+        if resolved.text != text:
+            notes.append(f"free-text prompt {text!r} understood as: {resolved.text}")
+        if resolved.unknown:
+            notes.append(f"free-text prompt {text!r}: not understood: {', '.join(resolved.unknown)}")
+    return mapped[text]
+
+
 def prompt_estimator(upscaler: Any, opts: EvalOptions) -> Callable[[np.ndarray], str] | None:
     """For prompt_format "estimated": LR -> the estimator's canonical prompt (the estimator of
     `opts.estimator`, else the model folder's estimator/), checked against the model; else None."""
@@ -422,6 +437,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     result = EvalResult(metrics=list(metrics.names), notes=list(metrics.notes))
     scale = upscaler.scale
+    mapped: dict[str, str] = {}  #: a free-text prompt -> what the model reads (--free-text)
     bar = Progress(total, "eval", unit="img", enabled=progress)
     for dataset, items in datasets.items():
         sums: dict[str, dict[str, list[float]]] = {method: {}, "bicubic": {}}
@@ -432,6 +448,8 @@ def evaluate(
                 if item.error:
                     raise SrDegradeError(item.error)
                 prompt = _prompt_for(item, opts.prompt_format, opts.seed, index, upscaler.model.degradation, estimate)
+                if opts.free_text and prompt:
+                    prompt = _understood(prompt, upscaler.model.degradation, mapped, result.notes)
                 bicubic = bicubic_uint8(item.lr, scale)
                 sr = upscaler.upscale(
                     item.lr, prompt, steps=opts.steps, scheduler=opts.scheduler, seed=opts.seed, tile=opts.tile,
