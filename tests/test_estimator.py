@@ -114,6 +114,11 @@ def test_the_shipped_omission_config_is_the_default_for_photos(shards, tmp_path)
     train_estimator(None, None, tmp_path / "e", config, log=lambda _: None, cpu=True, photos=str(photos), workers=0)
     record = json.loads((tmp_path / "e" / "estimator.json").read_text())
     assert record["degradation"]["p_omit"] == {"blur": 0.25, "resize1": 0.0, "noise": 0.25, "jpeg": 0.25}
+    # On the command line --workers 0 is "all cores", as in sr-degrade build, said once.
+    r = promptsr("estimator", "train", "--photos", str(photos), "--out", str(tmp_path / "j"), "--steps", "1",
+                 "--batch", "2", "--width", "4", "--workers", "0")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("--workers 0 means all cores") == 1 and (tmp_path / "j" / "estimator.json").exists()
 
 
 def test_training_from_shards_and_the_choice_of_source(shards, tmp_path):
@@ -141,10 +146,21 @@ def test_estimator_eval_prints_accuracy_confusion_and_baseline(trained, shards):
     out, _ = trained
     r = promptsr("estimator", "eval", "--estimator", str(out), "--data", str(shards["val"]))
     assert r.returncode == 0, r.stderr
+    table = r.stdout
     assert "120 held-out samples" in r.stdout and "majority baseline" in r.stdout
     assert "| noise |" in r.stdout and "noise: rows true, columns predicted" in r.stdout
     rows = [line for line in r.stdout.splitlines() if line.startswith("| none |")]
     assert len(rows) == 3  # blur, noise, jpeg matrices
+    # --json prints the JSON instead of the tables, as in every command; 0.1's `--json PATH` still writes
+    # the file, with a notice.
+    r = promptsr("estimator", "eval", "--estimator", str(out), "--data", str(shards["val"]), "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["samples"] == 120 and f"| noise | {100 * result['components']['noise']['accuracy']:.1f}" in table
+    old = out.parent / "eval.json"
+    r = promptsr("estimator", "eval", "--estimator", str(out), "--data", str(shards["val"]), "--json", str(old))
+    assert r.returncode == 0 and r.stdout == table and json.loads(old.read_text()) == result
+    assert r.stderr.count("\n") == 1 and "`--json PATH` is deprecated" in r.stderr
 
 
 def test_suggest_reads_noise_on_a_photo_it_never_saw(trained, shards, tmp_path):

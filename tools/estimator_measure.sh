@@ -41,6 +41,7 @@ $BIN/promptsr estimator train --photos "$PHOTOS/train.txt" --val "$HELDOUT/selec
     --steps "$STEPS" --crop "$CROP" --seed "$SEED"
 for split in select report; do
     echo "## held out: $split ($(paste -sd' ' "$PHOTOS/$split.txt"))"
-    $BIN/promptsr estimator eval --estimator "$OUT/estimator" --data "$HELDOUT/$split" --json "$OUT/eval_$split.json"
+    $BIN/promptsr estimator eval --estimator "$OUT/estimator" --data "$HELDOUT/$split" --json > "$OUT/eval_$split.json"
+    $BIN/python -c 'import json, sys; from promptsr.estimator import eval_markdown; print(eval_markdown(json.load(open(sys.argv[1]))))' "$OUT/eval_$split.json"
 done
 $BIN/python tools/estimator_seeds.py "$OUT"   # the two sets pooled: the 6 held-out photos

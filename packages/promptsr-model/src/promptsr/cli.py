@@ -773,7 +773,15 @@ def estimator_train(
     width: Annotated[int, typer.Option(help="Channels of the first stage.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed of the weights, the crops and their degradations.")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader processes degrading photos (--photos).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-j",
+            help="Processes degrading photos (--photos); 0 = all cores (one per core but the training's). The crops "
+            "drawn depend on it.",
+        ),
+    ] = 1,
 ) -> None:
     """Train the estimator on photos degraded on the fly (--photos) or on shards' LR images (--data),
     labelled by each sample's bins; with the omission config, "none" is learned for blur, noise, JPEG."""
@@ -788,6 +796,15 @@ def estimator_train(
         fail("give the training data as --photos DIR (degraded on the fly) or as --data SHARDS, one of the two")
     if config is not None and photos is None:
         fail("--config applies to --photos (shards carry the degradation they were built with)")
+    if workers == 0:  # 0 meant "in the main process" until 0.1; now what it means in every command
+        import os
+
+        workers = max(1, (os.cpu_count() or 1) - 1)
+        typer.echo(
+            f"note: --workers 0 means all cores ({workers} processes here), as in sr-degrade build; "
+            "it no longer means loading in the training process",
+            err=True,
+        )
     try:
         for d in [*(data or []), *([val] if val else [])]:
             shard_files(d)  # before torch loads: no shards, one line
@@ -812,13 +829,35 @@ def estimator_train(
     typer.echo(f"wrote {out}")
 
 
-@estimator_app.command("eval")
+class _OldJsonPath(typer.core.TyperCommand):
+    """`--json PATH` (0.1: write the JSON to PATH) kept for one release, with a notice: `--json` is a flag
+    in every command now (print JSON instead of the table)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, arg in enumerate(args):
+            old = arg.startswith("--json=") or (
+                arg == "--json" and i + 1 < len(args) and not args[i + 1].startswith("-")
+            )
+            if old:
+                args[i : i + 1] = ["--json-file", arg.partition("=")[2]] if "=" in arg else ["--json-file"]
+                typer.echo(
+                    "note: `--json PATH` is deprecated and goes in the next release: --json now prints the JSON "
+                    "instead of the table (redirect it: --json > PATH)",
+                    err=True,
+                )
+                break
+        return super().parse_args(ctx, args)
+
+
+@estimator_app.command("eval", cls=_OldJsonPath)
 @friendly
 def estimator_eval(
     data: Annotated[list[str], typer.Option("--data", help="Held-out shards (photos the estimator never saw).")],
     estimator: Annotated[Path, typer.Option("--estimator", help="The estimator folder.")],
     limit: _Limit = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of the tables.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json-file", hidden=True)] = None,
 ) -> None:
     """Per-component accuracy, confusion matrices and the majority-class baseline of the same set."""
     import json
@@ -836,8 +875,11 @@ def estimator_eval(
         result = evaluate_estimator(load_estimator(estimator), data, limit)
     except SrDegradeError as e:
         fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
     typer.echo(eval_markdown(result))
-    if json_out:
+    if json_out:  # the deprecated `--json PATH`
         json_out.write_text(json.dumps(result, indent=2))
 
 
