@@ -46,6 +46,17 @@ def _wait_until_listening(port: int, proc: subprocess.Popen, what: str, limit: f
             time.sleep(0.05)
 
 
+def _start(cmd: list[str], port: int, what: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`cmd` started quietly, returned once it answers on `port` (stopped again when it does not)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        _wait_until_listening(port, proc, what)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc
+
+
 def _stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -87,13 +98,7 @@ def start_s3(root: Path, binary: str) -> S3Server:
     port = free_port()
     cmd = [binary, "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}"]
     env = {**os.environ, "RCLONE_CONFIG": os.devnull}  # no user config read, no notice about a missing one
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        _wait_until_listening(port, proc, "rclone serve s3")
-    except BaseException:
-        _stop(proc)
-        raise
-    return S3Server(root, port, proc)
+    return S3Server(root, port, _start(cmd, port, "rclone serve s3", env))
 
 
 @dataclass
@@ -114,10 +119,58 @@ def start_http(root: Path) -> HttpServer:
     """`python -m http.server PORT --bind 127.0.0.1 --directory ROOT` (read-only, folder listings as HTML)."""
     port = free_port()
     cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_until_listening(port, proc, "python -m http.server")
-    except BaseException:
-        _stop(proc)
-        raise
-    return HttpServer(root, port, proc)
+    return HttpServer(root, port, _start(cmd, port, "python -m http.server"))
+
+
+class GatedHttp:
+    """An HTTP server over `root` in this process (a thread) that, once `hold(free)` is called, lets `free`
+    more GETs of the file `gated` through and holds the next ones until `release()`: a build reading its
+    photos from it cannot finish before the test says so (the Ray engine's header scan takes one free
+    read). `waiting` counts held requests."""
+
+    def __init__(self, root: Path, gated: str):
+        import functools
+        import threading
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        self.gate, self.gets, self.waiting, self.free = threading.Event(), 0, 0, None
+        self.gate.set()
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self):  # http.server's name for it
+                if self.path.rstrip("/").endswith("/" + gated):
+                    server.gets += 1
+                    if server.free is not None and server.gets > server.free:
+                        server.waiting += 1
+                        server.gate.wait()
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        class Quiet(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client killed while it waited: nothing to tell
+
+        self.httpd = Quiet(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def hold(self, free: int = 0) -> None:
+        self.free = self.gets + free
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def stop(self) -> None:
+        self.gate.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -62,7 +62,7 @@ def biased(x0: torch.Tensor, scheduler, bias: float = 0.3):
     """The oracle's noise plus a constant: its x0 estimate is off by bias * sqrt((1 - a) / a), which
     near t = T is ~40x the bias, far outside [-1, 1]."""
     exact = oracle(x0, scheduler)
-    return lambda inp, t, emb, mask: exact(inp, t, emb, mask) + bias
+    return lambda inp, t, emb, mask, condition=None: exact(inp, t, emb, mask) + bias
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULER_ALIASES))
@@ -118,7 +118,9 @@ def test_epsilon_loss_is_zero_for_the_oracle_and_positive_otherwise():
     x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
     s = train_scheduler(CFG)
     assert epsilon_loss(oracle(x0, s), x0, torch.zeros_like(x0), None, None, s, generator=g).item() < 1e-8
-    zero = epsilon_loss(lambda inp, t, e, m: torch.zeros_like(inp[:, :3]), x0, x0, None, None, s, generator=g)
+    zero = epsilon_loss(
+        lambda inp, t, e, m, condition=None: torch.zeros_like(inp[:, :3]), x0, x0, None, None, s, generator=g
+    )
     assert zero.item() == pytest.approx(1.0, abs=0.15)  # E[eps^2] = 1
 
 
@@ -126,7 +128,7 @@ def test_sampling_is_reproducible_with_a_generator():
     g = torch.Generator().manual_seed(2)
     x0 = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
 
-    def blurry(inp, t, e, m):
+    def blurry(inp, t, e, m, condition=None):
         return inp[:, :3] * 0.1
 
     runs = [

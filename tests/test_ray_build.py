@@ -5,6 +5,7 @@ rest); a cluster address nothing answers on is one error line, at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -85,6 +86,69 @@ def test_ray_build_gives_the_local_bytes_and_resumes_after_a_kill(local_ray, pho
     assert (on_ray / "train-000000.tar").stat().st_mtime_ns == kept  # kept, not rewritten
     assert not list(on_ray.glob("*.tmp"))
     same_build(local, on_ray)
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid` (a crash of the machine's share of a build)."""
+    import signal
+
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry)) == sid:
+                    os.kill(int(entry), signal.SIGKILL)
+
+
+def test_a_driver_killed_with_sigkill_mid_build_resumes_from_its_complete_shards(local_ray, tmp_path):
+    """A real `kill -9` of the driver and its Ray while a shard task waits on its photo (served over HTTP
+    and held by the server, so the build cannot end first); `--resume` then keeps every shard that was
+    complete and gives the bytes of an uninterrupted local build."""
+    import signal
+    import time
+
+    from conftest import photo_crop
+    from s3server import GatedHttp
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(["astronaut", "coffee", "chelsea", "rocket"]):
+        write_image(folder / f"p{i}.png", photo_crop(name, 10 * i, 20 * i, 112, 112))
+    common = dict(crop_size=96, crops_per_image=3, shard_size=2, embed=False, workers=1)
+    server = GatedHttp(folder, "p3.png")
+    local = tmp_path / "local"  # the same source URL: samples record where they come from
+    build(BuildOptions(src=f"{server.url}/", out=local, **common), progress=False)  # 12 samples, 6 shards
+
+    server.hold(free=1)  # shards 4 and 5 need p3: its read after the scan's is held
+    out = tmp_path / "ray"
+    cli = [str(Path(sys.executable).parent / "sr-degrade"), "build", "--src", f"{server.url}/", "--out", str(out),
+           "--engine", "ray", "--workers", "1", "--crop-size", "96", "--crops-per-image", "3", "--shard-size", "2",
+           "--no-embed"]  # fmt: skip
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (server.waiting and (out / "train-000000.tar").exists()):
+            assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+            assert time.monotonic() < deadline, "the build never reached its held photo"
+            time.sleep(0.05)
+        kill_session(proc.pid)  # the driver and its Ray: Ray's workers run in process groups of their own
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        assert json.loads((out / "build.json").read_text())["status"] == "running"
+        assert not (out / "index.parquet").exists()
+        done = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+        assert "train-000000.tar" in done and "train-000005.tar" not in done
+    finally:
+        kill_session(proc.pid)
+        server.release()
+    try:
+        summary = build(
+            BuildOptions(src=f"{server.url}/", out=out, engine="ray", resume=True, **common), progress=False
+        )
+    finally:
+        server.stop()
+    assert summary.resumed_from == len(done) and summary.samples == 12
+    assert all((out / name).stat().st_mtime_ns == t for name, t in done.items())  # kept, not rewritten
+    same_build(local, out)
 
 
 def free_port() -> int:

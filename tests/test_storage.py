@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from sr_degrade import storage
 from sr_degrade.build import BuildOptions, build
+from sr_degrade.cli import app as sr_degrade_app
 from sr_degrade.errors import SrDegradeError
+from sr_degrade.report import inspect_build, preview_build
 from sr_degrade.shards import open_shards, read_build_info, read_index, shard_files
 
 ROOT = f"s3://{BUCKET}"
@@ -76,6 +78,10 @@ def test_shards_index_and_build_json_from_s3_and_http_are_the_local_ones(s3, val
         assert samples(remote) == local, remote
         assert read_index(remote) == read_index(val_shards)
         assert shard_build_info(remote) == shard_build_info(str(val_shards)) == read_build_info(val_shards)
+        assert {**inspect_build(remote), "folder": ""} == {**inspect_build(val_shards), "folder": ""}
+    assert (preview_build(url, 2) == preview_build(val_shards, 2)).all()  # `sr-degrade preview` of a URL
+    r = CliRunner().invoke(sr_degrade_app, ["inspect", url])
+    assert r.exit_code == 0 and f"{url}: complete build" in r.stdout and "3 samples" in r.stdout, r.output
     assert shard_files(url) == [f"{ROOT}/val/val-000000.tar"]
     assert shard_files(f"{ROOT}/val/val-*.tar") == shard_files(f"{ROOT}/val/val-{{000000..000000}}.tar")
     # Training streams resample shards from S3 too (the pipeline the trainer reads).
@@ -139,7 +145,6 @@ def test_a_build_from_s3_photos_writes_the_local_builds_bytes(s3, tmp_path):
 def test_bad_storage_inputs_get_one_error_line(s3, val_shards, tmp_path, monkeypatch, capsys):
     from promptsr.cli import app as promptsr_app
     from promptsr.train_cli import main as train_main
-    from sr_degrade.cli import app as sr_degrade_app
 
     runner = CliRunner()
     storage.copy_folder(val_shards, f"{ROOT}/val/")

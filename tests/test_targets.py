@@ -59,7 +59,8 @@ def test_an_analytic_denoiser_is_sampled_back_to_its_answer_by_every_scheduler(p
     for name in sorted(SCHEDULER_ALIASES):
         for strength in (1.0, 0.5):
             out = sample(
-                lambda inp, t, e, m: exact(inp[:, :3], t), cond, None, None, sampling_scheduler(name, cfg), 10,
+                lambda inp, t, e, m, condition=None: exact(inp[:, :3], t), cond, None, None,
+                sampling_scheduler(name, cfg), 10,
                 generator=torch.Generator().manual_seed(1), strength=strength, target=target,
             )  # fmt: skip
             err = (out - hr).abs().max().item()
@@ -119,14 +120,14 @@ def test_the_loss_is_zero_for_the_answer_and_min_snr_weights_every_prediction_al
         return diffusion_loss(model, hr3, cond3, None, None, s, timesteps=t, noise=noise, target=target,
                               snr_gamma=gamma).item()  # fmt: skip
 
-    assert loss(lambda inp, tt, e, m: exact(inp[:, :3], tt)) < 1e-8
+    assert loss(lambda inp, tt, e, m, condition=None: exact(inp[:, :3], tt)) < 1e-8
     # A model whose x0 estimate is off by 0.1 everywhere: weighted by min-SNR-5, every prediction type's loss
     # is the x0 loss 0.01 weighted by min(SNR, 5); unweighted they differ by orders of magnitude.
     off = answer(x0 + 0.1, s.alphas_cumprod, prediction)
     a = s.alphas_cumprod[t].double()
     snr = a / (1 - a)
     want = (snr.clamp(max=5.0) * 0.01).mean().item()
-    assert loss(lambda inp, tt, e, m: off(inp[:, :3], tt), gamma=5.0) == pytest.approx(want, rel=1e-3)
+    assert loss(lambda inp, tt, e, m, condition=None: off(inp[:, :3], tt), gamma=5.0) == pytest.approx(want, rel=1e-3)
     w = snr_weights(s, t, 5.0).double()
     ref = {"epsilon": snr.clamp(max=5) / snr, "sample": snr.clamp(max=5), "v_prediction": snr.clamp(max=5) / (snr + 1)}
     torch.testing.assert_close(w, ref[prediction], rtol=1e-5, atol=0)

@@ -536,86 +536,60 @@ def _ablate_sampling(
     _finish(record["failures"], out, f"ablation_{study}.md, ablation_{study}.json")
 
 
-@ablate_app.command("prompt", epilog=_EVAL_EXIT)
-@friendly
-def ablate_prompt(
-    model: _Models,
-    out: _AblationOut = None,
-    data: _Data = [],  # noqa: B006 (typer reads the default, never mutates it)
-    name: _Names = [],  # noqa: B006
-    metrics: _Metrics = "psnr,ssim,lpips,dists",
-    metric_weights: _Weights = [],  # noqa: B006
-    limit: _Limit = None,
-    steps: _Steps = 50,
-    scheduler: _Scheduler = "ddim",
-    seed: _Seed = 0,
-    device: _AblateDevice = "cpu",
-    dtype: _Dtype = "float32",
-    tile: _Tile = 512,
-    overlap: _Overlap = 64,
-    batch: _Batch = 4,
-) -> None:
+def _sampling_study(study: str, doc: str):
+    """The command of one sampling ablation: one signature for the three (the same options as eval)."""
+
+    def command(
+        model: _Models,
+        out: _AblationOut = None,
+        data: _Data = [],  # noqa: B006 (typer reads the default, never mutates it)
+        name: _Names = [],  # noqa: B006
+        label: Annotated[
+            list[str], typer.Option("--label", help="('models') Row label per --model (default: folder name).")
+        ] = [],  # noqa: B006
+        metrics: _Metrics = "psnr,ssim,lpips,dists",
+        metric_weights: _Weights = [],  # noqa: B006
+        limit: _Limit = None,
+        steps: _Steps = 50,
+        scheduler: _Scheduler = "ddim",
+        seed: _Seed = 0,
+        device: _AblateDevice = "cpu",
+        dtype: _Dtype = "float32",
+        tile: _Tile = 512,
+        overlap: _Overlap = 64,
+        batch: _Batch = 4,
+    ) -> None:
+        if label and study != "models":
+            fail(f"--label applies to 'models' (one per --model), not to {study!r}")
+        _ablate_sampling(study, model, label, out, data, name, metrics, metric_weights, limit, steps, scheduler,
+                         seed, device, dtype, tile, overlap, batch)  # fmt: skip
+
+    command.__doc__ = doc
+    ablate_app.command(study, epilog=_EVAL_EXIT)(friendly(command))
+
+
+_sampling_study(
+    "prompt",
     """Table 1: each image's prompt against the empty prompt.
 
     One model, every image sampled twice; writes OUT/ablation_prompt.md and .json, and each setting's
-    images like promptsr eval into OUT/<setting>/."""
-    _ablate_sampling("prompt", model, [], out, data, name, metrics, metric_weights, limit, steps, scheduler, seed,
-                     device, dtype, tile, overlap, batch)  # fmt: skip
-
-
-@ablate_app.command("format", epilog=_EVAL_EXIT)
-@friendly
-def ablate_format(
-    model: _Models,
-    out: _AblationOut = None,
-    data: _Data = [],  # noqa: B006
-    name: _Names = [],  # noqa: B006
-    metrics: _Metrics = "psnr,ssim,lpips,dists",
-    metric_weights: _Weights = [],  # noqa: B006
-    limit: _Limit = None,
-    steps: _Steps = 50,
-    scheduler: _Scheduler = "ddim",
-    seed: _Seed = 0,
-    device: _AblateDevice = "cpu",
-    dtype: _Dtype = "float32",
-    tile: _Tile = 512,
-    overlap: _Overlap = 64,
-    batch: _Batch = 4,
-) -> None:
+    images like promptsr eval into OUT/<setting>/.""",
+)
+_sampling_study(
+    "format",
     """Table 3b: the prompts re-rendered original / shuffled / simplified.
 
     One model; the prompts are rendered again from each sample's stored parameters. Writes
-    OUT/ablation_format.md and .json, and each setting's images into OUT/<setting>/."""
-    _ablate_sampling("format", model, [], out, data, name, metrics, metric_weights, limit, steps, scheduler, seed,
-                     device, dtype, tile, overlap, batch)  # fmt: skip
-
-
-@ablate_app.command("models", epilog=_EVAL_EXIT)
-@friendly
-def ablate_models(
-    model: _Models,
-    out: _AblationOut = None,
-    data: _Data = [],  # noqa: B006
-    name: _Names = [],  # noqa: B006
-    label: Annotated[list[str], typer.Option("--label", help="Row label per --model (default: folder name).")] = [],  # noqa: B006
-    metrics: _Metrics = "psnr,ssim,lpips,dists",
-    metric_weights: _Weights = [],  # noqa: B006
-    limit: _Limit = None,
-    steps: _Steps = 50,
-    scheduler: _Scheduler = "ddim",
-    seed: _Seed = 0,
-    device: _AblateDevice = "cpu",
-    dtype: _Dtype = "float32",
-    tile: _Tile = 512,
-    overlap: _Overlap = 64,
-    batch: _Batch = 4,
-) -> None:
+    OUT/ablation_format.md and .json, and each setting's images into OUT/<setting>/.""",
+)
+_sampling_study(
+    "models",
     """Tables 2, 3a, 5: several models trained differently, one row each.
 
     Model folders trained differently (one vs two resizes, fixed vs random order, text encoders) on the
-    same shards. Writes OUT/ablation_models.md and .json, and each model's images into OUT/<label>/."""
-    _ablate_sampling("models", model, label, out, data, name, metrics, metric_weights, limit, steps, scheduler,
-                     seed, device, dtype, tile, overlap, batch)  # fmt: skip
+    same shards, repeated --model (and --label). Writes OUT/ablation_models.md and .json, and each
+    model's images into OUT/<label>/.""",
+)
 
 
 @ablate_app.command("loss")

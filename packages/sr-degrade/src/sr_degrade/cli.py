@@ -339,7 +339,7 @@ def merge_cmd(
 @app.command("inspect")
 @friendly
 def inspect_cmd(
-    folder: Annotated[Path, typer.Argument(help="A build output folder.")],
+    folder: Annotated[str, typer.Argument(help="A build output folder, or its URL (s3://bucket/shards/train).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Counts, level histograms, the most common prompts, encoder and sizes of a build."""
@@ -352,7 +352,7 @@ def inspect_cmd(
 @app.command("preview")
 @friendly
 def preview_cmd(
-    folder: Annotated[Path, typer.Argument(help="A build output folder.")],
+    folder: Annotated[str, typer.Argument(help="A build output folder, or its URL (s3://bucket/shards/train).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG contact sheet to write.")] = Path("preview.png"),
     count: Annotated[int, typer.Option("--count", "-n", help="Samples to show.")] = 8,
 ) -> None:

@@ -1,8 +1,10 @@
 """Looking at a build: `inspect_build` (counts, level histograms, common prompts, encoder, sizes)
-and `preview_build` (a contact sheet HR | LR | prompt)."""
+and `preview_build` (a contact sheet HR | LR | prompt). The folder may be an fsspec URL
+(s3://bucket/shards/train, https://host/shards/): its index, build.json and shards are read from there."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections import Counter
@@ -11,42 +13,54 @@ from typing import Any
 
 import numpy as np
 
+from . import storage
 from .errors import SrDegradeError, printable
 from .progress import plural
-from .shards import ShardSample, decode_sample
+from .shards import ShardSample, decode_sample, tar_samples
 from .text import COMPONENTS
 
 
-def _own_shard(folder: Path, name: Any) -> Path | None:
+def _own_shard(folder: str, name: Any) -> str | None:
     """The shard file an index row names, only when it is a plain file name inside `folder`: an index
     is data, and a crafted one must not make us stat or open paths elsewhere."""
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         return None
-    return folder / name
+    return storage.join(folder, name)
 
 
-def _index_rows(folder: Path) -> list[dict[str, Any]]:
+def _first_of(folder: str, whole: str, parts: str) -> list[str]:
+    """[folder/whole] when it is there, else the folder's files matching `parts` (a build in parts)."""
+    path = storage.join(folder, whole)
+    return [path] if storage.exists(path) else storage.listdir(folder, parts)
+
+
+def _index_rows(folder: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    indexes = [folder / "index.parquet"] if (folder / "index.parquet").exists() else []
-    indexes = indexes or sorted(folder.glob("part*of*-index.parquet"))
+    indexes = _first_of(folder, "index.parquet", "part*of*-index.parquet")
     if not indexes:
-        raise SrDegradeError(f"{folder}: no index.parquet; is this a build output folder?")
+        raise SrDegradeError(f"{storage.shown(folder)}: no index.parquet; is this a build output folder?")
     rows: list[dict[str, Any]] = []
     for path in indexes:
-        rows += pq.read_table(path).to_pylist()
+        rows += pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()
     return rows
 
 
+def _shard_bytes(folder: str, shards: list[str]) -> int:
+    paths = [p for p in (_own_shard(folder, s) for s in shards) if p]
+    if not storage.is_url(folder):
+        return sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    present = set(storage.listdir(folder, "*.tar"))
+    return sum(storage.size(p) for p in paths if p in present)
+
+
 def inspect_build(folder: str | Path, top: int = 10) -> dict[str, Any]:
-    """Summary of a build folder, from its index and build.json (shards are not decoded)."""
-    folder = Path(folder)
+    """Summary of a build folder (or URL), from its index and build.json (shards are not decoded)."""
+    folder = os.fspath(folder)
     rows = _index_rows(folder)
     shards = sorted({str(r["shard"]) for r in rows})
-    info_files = (
-        [folder / "build.json"] if (folder / "build.json").exists() else sorted(folder.glob("part*-build.json"))
-    )
-    info = json.loads(info_files[0].read_text()) if info_files else {}
+    info_files = _first_of(folder, "build.json", "part*-build.json")
+    info = json.loads(storage.read_bytes(info_files[0])) if info_files else {}
     levels = {c: dict(Counter(r[c] for r in rows if r[c] is not None).most_common()) for c in COMPONENTS}
     return {
         "folder": str(folder),
@@ -55,7 +69,7 @@ def inspect_build(folder: str | Path, top: int = 10) -> dict[str, Any]:
         "samples": len(rows),
         "images": len({r["image"] for r in rows}),
         "shards": len(shards),
-        "bytes": sum(p.stat().st_size for p in map(lambda s: _own_shard(folder, s), shards) if p and p.is_file()),
+        "bytes": _shard_bytes(folder, shards),
         "errors": info.get("errors", 0),
         "encoder": info.get("encoder"),
         "hr_sizes": dict(Counter(f"{r['crop_w']}x{r['crop_h']}" for r in rows).most_common(top)),
@@ -110,21 +124,22 @@ def _spread_rows(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]
     return chosen
 
 
-def _preview_samples(folder: Path, count: int) -> list[ShardSample]:
+def _preview_samples(folder: str, count: int) -> list[ShardSample]:
     import webdataset as wds
 
     chosen = _spread_rows(_index_rows(folder), count)
     wanted = {r["key"] for r in chosen}
+    present = None if not storage.is_url(folder) else set(storage.listdir(folder, "*.tar"))
     shards = []
     for name in dict.fromkeys(r["shard"] for r in chosen):
         path = _own_shard(folder, name)
-        if path is None or not path.is_file():
+        if path is None or not (os.path.isfile(path) if present is None else path in present):
             raise SrDegradeError(
-                f"{folder}: the index names shard {printable(str(name))!r}, which is not in the folder"
+                f"{storage.shown(folder)}: the index names shard {printable(str(name))!r}, which is not in the folder"
             )
-        shards.append(os.path.abspath(path))  # absolute: opened as a file, whatever its name
+        shards.append(os.path.abspath(path) if present is None else path)  # a local file opened as a file
     found = {}
-    for raw in wds.DataPipeline(wds.SimpleShardList(shards), wds.tarfile_to_samples()):
+    for raw in wds.DataPipeline(wds.SimpleShardList(shards), tar_samples()):
         if raw.get("__key__") in wanted:
             found[raw["__key__"]] = decode_sample(raw)
     return [found[r["key"]] for r in chosen if r["key"] in found]
@@ -135,8 +150,8 @@ def preview_build(folder: str | Path, count: int = 8) -> np.ndarray:
     part of it): HR | LR (shown enlarged) | prompt."""
     from .sheet import contact_sheet
 
-    samples = _preview_samples(Path(folder), count)
+    samples = _preview_samples(os.fspath(folder), count)
     if not samples:
-        raise SrDegradeError(f"{folder}: the shards hold no samples")
+        raise SrDegradeError(f"{storage.shown(folder)}: the shards hold no samples")
     rows = [([s.hr, s.lr], f"{s.prompt or '(empty prompt)'}   [{s.key}]") for s in samples]
     return contact_sheet(rows, header=["HR", "LR (shown enlarged)", "prompt"])
