@@ -4,7 +4,6 @@ and `preview_build` (a contact sheet HR | LR | prompt). The folder may be an fss
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections import Counter
@@ -16,7 +15,7 @@ import numpy as np
 from . import storage
 from .errors import SrDegradeError, printable
 from .progress import plural
-from .shards import ShardSample, decode_sample, tar_samples
+from .shards import ShardSample, decode_sample, parquet_rows, tar_samples
 from .text import COMPONENTS
 
 
@@ -35,23 +34,18 @@ def _first_of(folder: str, whole: str, parts: str) -> list[str]:
 
 
 def _index_rows(folder: str) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     indexes = _first_of(folder, "index.parquet", "part*of*-index.parquet")
     if not indexes:
         raise SrDegradeError(f"{storage.shown(folder)}: no index.parquet; is this a build output folder?")
     rows: list[dict[str, Any]] = []
     for path in indexes:
-        rows += pq.read_table(io.BytesIO(storage.read_bytes(path))).to_pylist()
+        rows += parquet_rows(path)
     return rows
 
 
 def _shard_bytes(folder: str, shards: list[str]) -> int:
-    paths = [p for p in (_own_shard(folder, s) for s in shards) if p]
-    if not storage.is_url(folder):
-        return sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
     present = set(storage.listdir(folder, "*.tar"))
-    return sum(storage.size(p) for p in paths if p in present)
+    return sum(storage.size(p) for p in (_own_shard(folder, s) for s in shards) if p in present)
 
 
 def inspect_build(folder: str | Path, top: int = 10) -> dict[str, Any]:
@@ -129,15 +123,15 @@ def _preview_samples(folder: str, count: int) -> list[ShardSample]:
 
     chosen = _spread_rows(_index_rows(folder), count)
     wanted = {r["key"] for r in chosen}
-    present = None if not storage.is_url(folder) else set(storage.listdir(folder, "*.tar"))
+    present = set(storage.listdir(folder, "*.tar"))
     shards = []
     for name in dict.fromkeys(r["shard"] for r in chosen):
         path = _own_shard(folder, name)
-        if path is None or not (os.path.isfile(path) if present is None else path in present):
+        if path not in present:
             raise SrDegradeError(
                 f"{storage.shown(folder)}: the index names shard {printable(str(name))!r}, which is not in the folder"
             )
-        shards.append(os.path.abspath(path) if present is None else path)  # a local file opened as a file
+        shards.append(path if storage.is_url(path) else os.path.abspath(path))  # a local file opened as a file
     found = {}
     for raw in wds.DataPipeline(wds.SimpleShardList(shards), tar_samples()):
         if raw.get("__key__") in wanted:

@@ -446,14 +446,19 @@ def collate(samples: Sequence[ShardSample]) -> dict[str, Any]:
     return batch
 
 
-def read_index(folder: str | Path) -> list[dict[str, Any]]:
-    """Rows of a build's index.parquet as dicts; `folder` may be an fsspec URL (s3://bucket/shards/)."""
+def parquet_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a parquet file (a local path or an fsspec URL) as dicts. A URL's bytes are read whole and
+    handed to pyarrow as a native buffer: a Python file object there can abort the interpreter at exit."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if storage.is_url(folder):
-        data = storage.read_bytes(storage.join(folder, "index.parquet"))
-        return pq.read_table(io.BytesIO(data)).to_pylist()
-    return pq.read_table(Path(folder) / "index.parquet").to_pylist()
+    source = pa.BufferReader(storage.read_bytes(path)) if storage.is_url(path) else os.fspath(path)
+    return pq.read_table(source).to_pylist()
+
+
+def read_index(folder: str | Path) -> list[dict[str, Any]]:
+    """Rows of a build's index.parquet as dicts; `folder` may be an fsspec URL (s3://bucket/shards/)."""
+    return parquet_rows(storage.join(folder, "index.parquet"))
 
 
 def read_build_info(pattern: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, Any]:
